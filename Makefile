@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA   ?= data
+SYNTH  := $(DATA)/synthetic
+# synthetic default: training and evaluation images rendered by lib.synth (see README)
+SYNTH_TRAIN ?= 4000
+SYNTH_EVAL  ?= 800
+SEED        ?= 0
+WORKERS     ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: venv install run test data lab download bench clean-data help
+
+help:
+	@echo "make run       the main job: data (synthetic when no real data), every notebook, a submission"
+	@echo "make test      the test suite (CPU, a few minutes)"
+	@echo "make data      render the synthetic default dataset and build competition files from it"
+	@echo "make lab       JupyterLab on this repo with its environment"
+	@echo "make download  the real competition files with the kaggle CLI (needs credentials)"
+	@echo "make bench     speed benchmarks into BENCHMARKS.md"
+
+venv: $(STAMP)
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -r requirements.txt
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/handjoints-repo.pth"
+	$(VENV)/bin/nbstripout --install 2>/dev/null || true
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+run: $(STAMP)
+	$(PY) -m lib.pipeline
+
+data: $(STAMP) $(SYNTH)/training.h5
+
+$(SYNTH)/training.h5: | $(STAMP)
+	$(PY) -m lib.synth --out $(SYNTH)/rhd --split training --images $(SYNTH_TRAIN) --seed $(SEED) --workers $(WORKERS)
+	$(PY) -m lib.synth --out $(SYNTH)/rhd --split evaluation --images $(SYNTH_EVAL) --seed $(shell expr $(SEED) + 1) --workers $(WORKERS)
+	$(PY) -m lib.data build --rhd $(SYNTH)/rhd --out $(SYNTH) --overwrite
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+download: $(STAMP)
+	$(PY) -m lib.submit download --out $(DATA)
+
+bench: $(STAMP)
+	$(PY) -m lib.bench all --out BENCHMARKS.md
+
+clean-data:
+	rm -rf $(SYNTH) $(DATA)/cache

@@ -1,0 +1,622 @@
+"""The competition's data: .h5 files, the exact competition crop, the RHD builder, split, crop cache.
+
+Files (Kaggle competition `mp18-hand-joint-recognition`, the format of the 2018 course):
+  training.h5  group `train`: img (N,3,320,320) uint8, kp_2D (N,21,2) float32 x,y in 320 px,
+               vis_2D (N,21,1) uint8; one entry per hand (an image with two hands appears twice)
+  testing.h5   group `test`: img (N,3,128,128) float32 holding 0..255, the competition crops
+  solution.csv ground truth of the test crops in submission format (only when built from RHD)
+
+    python -m lib.data build --rhd RHD_DIR --out data/          # RHD layout -> competition files
+    python -m lib.data info data/                                # validate and summarise
+    python -m lib.data cache data/                               # build the training crop cache
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from lib import io
+from lib.joints import NUM_JOINTS
+
+IMAGE_SIZE = 320
+CROP_SIZE = 128
+MARGIN = 8
+CTX_SIZE = 192  # context crop: the competition box fills the central 128x128
+CTX_PAD = (CTX_SIZE - CROP_SIZE) // 2
+CACHE_VERSION = 1
+ChannelOrder = Literal["rgb", "bgr", "auto"]
+
+HOW_TO_GET = (
+    "get the competition files with `make download` (kaggle competitions download "
+    "mp18-hand-joint-recognition), build them from the public RHD download with "
+    "`python -m lib.data build --rhd RHD_DIR --out data/`, or render the synthetic default "
+    "with `make data`"
+)
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the field, what was expected and found."""
+
+
+# --------------------------------------------------------------------------- the crop
+
+
+def crop_box(kp: np.ndarray, size: int = IMAGE_SIZE) -> tuple[int, int, int]:
+    """The competition's square crop box (x_min, y_min, side) for 21 keypoints in a size×size image."""
+    kp = np.asarray(kp, dtype=np.float64)
+    if kp.shape != (NUM_JOINTS, 2) or not np.isfinite(kp).all():
+        raise ValueError(f"keypoints: expected finite (21, 2), found shape {kp.shape}")
+    lo = np.ceil(kp.min(axis=0)).astype(int)
+    hi = np.floor(kp.max(axis=0)).astype(int)
+    if (lo < 0).any() or (hi > size).any():
+        raise ValueError(
+            f"hand outside the image: keypoints span x {kp[:, 0].min():.1f}..{kp[:, 0].max():.1f}, "
+            f"y {kp[:, 1].min():.1f}..{kp[:, 1].max():.1f}; expected ceil(min) >= 0 and floor(max) <= {size}"
+        )
+    hi = np.where(hi == size, size - 1, hi)
+    lo = np.where(lo - MARGIN >= 0, lo - MARGIN, lo)
+    hi = np.where(hi + MARGIN < size, hi + MARGIN, hi)
+    extent = hi - lo
+    longer, short_axis = int(extent.max()), int(np.argmin(extent))
+    if longer <= 0:
+        raise ValueError(f"degenerate hand: all keypoints within one pixel ({kp.min(axis=0)})")
+    if extent[short_axis] < longer:
+        if lo[short_axis] + longer <= size - 1:
+            hi[short_axis] = lo[short_axis] + longer
+        else:  # flush against the far border, i.e. extended on both sides
+            lo[short_axis] = hi[short_axis] - (longer - (size - hi[short_axis] - 1))
+            hi[short_axis] = size - 1
+    return int(lo[0]), int(lo[1]), longer
+
+
+def competition_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop a hand exactly as the competition's test crops were made: (128,128,3) uint8 and (21,2) px."""
+    if image.ndim != 3 or image.shape[0] != image.shape[1]:
+        raise ValueError(f"image: expected a square (S,S,C) array, found {image.shape}")
+    size = image.shape[0]
+    x0, y0, side = crop_box(kp, size)
+    crop = image[y0 : y0 + side, x0 : x0 + side]
+    out = np.asarray(kp, dtype=np.float64) - (x0, y0)
+    for axis in (0, 1):  # the one joint with the largest coordinate is clamped to the crop width
+        j = int(np.argmax(out[:, axis]))
+        if out[j, axis] > crop.shape[1 - axis]:
+            out[j, axis] = crop.shape[1 - axis]
+    crop = cv2.resize(np.ascontiguousarray(crop), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
+    return crop, (out * (CROP_SIZE / side)).astype(np.float32)
+
+
+def context_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A (192,192,3) crop whose central 128×128 is the competition crop, zero outside the image.
+
+    Returns the crop, the keypoints in its pixel-centre image space and the scale s (px per source px).
+    The competition label of a pixel-centre point p in a 128 crop of scale s is p - (s - 1) / 2.
+    """
+    x0, y0, side = crop_box(kp, image.shape[0])
+    s = CROP_SIZE / side
+    a = 1.0 / s  # ctx pixel j samples source x0 + (j - pad + 0.5) / s - 0.5, as cv2.resize does
+    m = np.array([[a, 0, x0 + (0.5 - CTX_PAD) * a - 0.5], [0, a, y0 + (0.5 - CTX_PAD) * a - 0.5]])
+    ctx = cv2.warpAffine(
+        image, m, (CTX_SIZE, CTX_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    p = (np.asarray(kp, np.float64) - (x0, y0) + 0.5) * s - 0.5 + CTX_PAD
+    return ctx, p.astype(np.float32), float(s)
+
+
+def label_from_pixels(p: np.ndarray, s: np.ndarray | float) -> np.ndarray:
+    """Competition label of pixel-centre points p in a 128 crop made at scale s."""
+    return (p - (np.asarray(s, np.float32)[..., None, None] - 1) / 2).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- competition files
+
+
+def _fail(path: Path | str, key: str, expected: str, found: object) -> DataError:
+    return DataError(f"{path}: {key}: expected {expected}, found {found}")
+
+
+def _open_h5(path: Path) -> h5py.File:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; {HOW_TO_GET}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from e
+
+
+def _check_dataset(path, f: h5py.File, key: str, shape_tail: tuple, dtypes: tuple, n: int | None = None):
+    if key not in f:
+        raise _fail(path, key, "a dataset", f"keys {sorted(_all_keys(f))}")
+    d = f[key]
+    if not isinstance(d, h5py.Dataset) or d.ndim != len(shape_tail) + 1 or d.shape[1:] != shape_tail:
+        raise _fail(path, key, f"shape (N, {', '.join(map(str, shape_tail))})", getattr(d, "shape", type(d)))
+    if d.dtype not in dtypes:
+        raise _fail(path, key, f"dtype {' or '.join(np.dtype(t).name for t in dtypes)}", d.dtype)
+    if n is not None and d.shape[0] != n:
+        raise _fail(path, key, f"{n} entries (as many as the images)", d.shape[0])
+    return d
+
+
+def _all_keys(f: h5py.File) -> list[str]:
+    keys: list[str] = []
+    f.visit(keys.append)
+    return keys
+
+
+def detect_channel_order(images: np.ndarray, kp: np.ndarray | None = None) -> tuple[str, str]:
+    """Guess whether (N,3,H,W) images are stored RGB or BGR from skin colour (red > blue).
+
+    Samples 5×5 patches at the keypoints when given, else the central quarter of the crop.
+    Returns the order and a one-line reason.
+    """
+    reds, blues = [], []
+    for i in range(len(images)):
+        img = images[i].astype(np.float32)
+        if kp is not None:
+            for x, y in np.round(kp[i]).astype(int):
+                y0, x0 = max(y - 2, 0), max(x - 2, 0)
+                patch = img[:, y0 : y + 3, x0 : x + 3]
+                if patch.size:
+                    reds.append(patch[0].mean())
+                    blues.append(patch[2].mean())
+        else:
+            h, w = img.shape[1:]
+            patch = img[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+            reds.append(patch[0].mean())
+            blues.append(patch[2].mean())
+    c0, c2 = float(np.mean(reds)), float(np.mean(blues))
+    order = "rgb" if c0 >= c2 else "bgr"
+    where = "at the keypoints" if kp is not None else "in the crop centre"
+    return order, f"channel 0 mean {c0:.1f} vs channel 2 mean {c2:.1f} {where} (skin: red > blue) -> {order}"
+
+
+class _H5Reader:
+    """Lazy, validated access to one competition .h5 file (never loads the whole file)."""
+
+    group: str
+    img_shape: tuple[int, int, int]
+
+    def __init__(self, path: str | os.PathLike, channel_order: ChannelOrder = "auto", verbose: bool = True):
+        self.path = Path(path)
+        self._f = _open_h5(self.path)
+        if self.group not in self._f:
+            raise _fail(self.path, self.group, f"a group '{self.group}'", f"keys {sorted(self._f.keys())}")
+        self._validate()
+        if channel_order not in ("rgb", "bgr", "auto"):
+            raise ValueError(f"channel_order: expected 'rgb', 'bgr' or 'auto', found {channel_order!r}")
+        self.channel_reason = f"set explicitly to {channel_order}"
+        if channel_order == "auto":
+            channel_order, self.channel_reason = self._detect()
+        self.channel_order: str = channel_order
+        if verbose:
+            print(f"{self.path.name}: {len(self)} entries, channels {self.channel_reason}")
+
+    def __len__(self) -> int:
+        return self.img.shape[0]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _to_hwc_rgb(self, chw: np.ndarray) -> np.ndarray:
+        img = np.clip(chw, 0, 255).astype(np.uint8) if chw.dtype != np.uint8 else chw
+        img = np.moveaxis(img, -3, -1)
+        return np.ascontiguousarray(img[..., ::-1] if self.channel_order == "bgr" else img)
+
+    def images(self, idx: int | slice | np.ndarray) -> np.ndarray:
+        """Images as HWC uint8 RGB; idx an int, a slice or sorted indices."""
+        return self._to_hwc_rgb(self.img[idx])
+
+
+class TrainingFile(_H5Reader):
+    """training.h5: 320×320 images with keypoints and visibility, one entry per hand."""
+
+    group = "train"
+
+    def _validate(self) -> None:
+        f, p = self._f, self.path
+        self.img = _check_dataset(p, f, "train/img", (3, IMAGE_SIZE, IMAGE_SIZE), (np.uint8,))
+        n = self.img.shape[0]
+        kp = _check_dataset(p, f, "train/kp_2D", (NUM_JOINTS, 2), (np.float32, np.float64), n)
+        vis = _check_dataset(p, f, "train/vis_2D", (NUM_JOINTS, 1), (np.uint8, np.bool_, np.int64, np.int32), n)
+        try:
+            self.kp = kp[...].astype(np.float32)  # small: N*21*2 floats
+            self.vis = vis[...].reshape(n, NUM_JOINTS).astype(np.uint8)
+        except OSError as e:
+            raise DataError(f"{p}: train/kp_2D: unreadable (truncated or corrupt?): {e}") from e
+        bad = np.argwhere(~np.isfinite(self.kp).all(axis=(1, 2))).ravel()
+        if bad.size:
+            raise _fail(p, "train/kp_2D", "finite keypoints", f"NaN/inf in entries {bad[:5].tolist()}")
+        lo, hi = np.ceil(self.kp.min(axis=1)), np.floor(self.kp.max(axis=1))
+        out = np.argwhere(((lo < 0) | (hi > IMAGE_SIZE)).any(axis=1)).ravel()
+        if out.size:
+            raise _fail(p, "train/kp_2D", f"keypoints inside the {IMAGE_SIZE}x{IMAGE_SIZE} image",
+                        f"{out.size} hands outside, e.g. entry {out[0]} spanning {self.kp[out[0]].min(0)}..{self.kp[out[0]].max(0)}")
+        if not np.isin(self.vis, (0, 1)).all():
+            raise _fail(p, "train/vis_2D", "values 0 or 1", np.unique(self.vis)[:10])
+
+    def _detect(self) -> tuple[str, str]:
+        idx = np.linspace(0, len(self) - 1, min(len(self), 48)).astype(int)
+        idx = np.unique(idx)
+        return detect_channel_order(self.img[idx], self.kp[idx])
+
+    def image_ids(self) -> np.ndarray:
+        """Source-image id per entry: consecutive entries with identical pixels share an image."""
+        ids = np.zeros(len(self), dtype=np.int64)
+        prev = None
+        for start in range(0, len(self), 256):
+            block = self.img[start : start + 256]
+            for k, img in enumerate(block):
+                digest = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+                i = start + k
+                ids[i] = ids[i - 1] if digest == prev else i
+                prev = digest
+        return ids
+
+
+class TestingFile(_H5Reader):
+    """testing.h5: the 128×128 competition crops, float32 0..255."""
+
+    group = "test"
+
+    def _validate(self) -> None:
+        self.img = _check_dataset(self.path, self._f, "test/img", (3, CROP_SIZE, CROP_SIZE), (np.float32, np.float64, np.uint8))
+        probe = self.img[: min(len(self.img), 64)]
+        if not np.isfinite(probe).all():
+            raise _fail(self.path, "test/img", "finite pixel values", "NaN/inf")
+        if probe.size and (probe.min() < 0 or probe.max() > 255 or probe.max() <= 1.0):
+            raise _fail(self.path, "test/img", "pixel values in 0..255", f"{probe.min():.3g}..{probe.max():.3g}")
+
+    def _detect(self) -> tuple[str, str]:
+        idx = np.unique(np.linspace(0, len(self) - 1, min(len(self), 48)).astype(int))
+        return detect_channel_order(self.img[idx])
+
+
+def write_training(path: str | os.PathLike, images_hwc_rgb: Iterator[np.ndarray] | list,
+                   kp: np.ndarray, vis: np.ndarray, channel_order: str = "bgr") -> None:
+    """Write training.h5 atomically; images are written as the course did (BGR by default)."""
+    kp = np.asarray(kp, np.float32)
+    n = len(kp)
+    with io.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        g = f.create_group("train")
+        d = g.create_dataset("img", (n, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8, chunks=(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        k = -1
+        for k, img in enumerate(images_hwc_rgb):
+            if img.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+                raise ValueError(f"image {k}: expected ({IMAGE_SIZE}, {IMAGE_SIZE}, 3), found {img.shape}")
+            d[k] = np.moveaxis(img[..., ::-1] if channel_order == "bgr" else img, -1, 0)
+        if k + 1 != n:
+            raise ValueError(f"{path}: got {k + 1} images for {n} keypoint sets")
+        g.create_dataset("kp_2D", data=kp)
+        g.create_dataset("vis_2D", data=np.asarray(vis, np.uint8).reshape(n, NUM_JOINTS, 1))
+
+
+def write_testing(path: str | os.PathLike, crops_hwc_rgb: np.ndarray) -> None:
+    """Write testing.h5 atomically: (N,3,128,128) float32 0..255 RGB crops."""
+    crops = np.moveaxis(np.asarray(crops_hwc_rgb), -1, 1).astype(np.float32)
+    with io.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_group("test").create_dataset("img", data=crops, chunks=(1, 3, CROP_SIZE, CROP_SIZE))
+
+
+COLUMNS = ["Id"] + [f"Joint {j} {a}" for j in range(NUM_JOINTS) for a in ("x", "y")]
+
+
+def write_keypoints_csv(path: str | os.PathLike, kp: np.ndarray) -> Path:
+    """Write (N,21,2) crop-pixel keypoints in the submission format (Id, Joint 0 x, ...), atomically."""
+    kp = np.asarray(kp, np.float64)
+    if kp.ndim != 3 or kp.shape[1:] != (NUM_JOINTS, 2):
+        raise ValueError(f"{path}: keypoints: expected (N, 21, 2), found {kp.shape}")
+    if not np.isfinite(kp).all():
+        raise ValueError(f"{path}: keypoints: expected finite numbers, found NaN/inf in rows "
+                         f"{np.flatnonzero(~np.isfinite(kp).all(axis=(1, 2)))[:5].tolist()}")
+    df = pd.DataFrame(kp.reshape(len(kp), -1), columns=COLUMNS[1:])
+    df.insert(0, "Id", np.arange(len(kp)))
+    with io.atomic_open(path, "w", newline="") as f:
+        df.to_csv(f, index=False, float_format="%.6f")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- RHD
+
+
+def read_rhd_annotations(rhd_dir: str | os.PathLike, split: str) -> dict[int, dict]:
+    """The RHD annotation pickle of one split: id -> {'uv_vis' (42,3), 'xyz' (42,3), 'K' (3,3)}."""
+    path = Path(rhd_dir) / split / f"anno_{split}.pickle"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; expected the RHD layout {split}/anno_{split}.pickle, "
+                                f"{split}/color/%05d.png")
+    try:
+        with open(path, "rb") as f:
+            anno = pickle.load(f)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise DataError(f"{path}: unreadable pickle (truncated or corrupt?): {e}") from e
+    if not isinstance(anno, dict):
+        raise _fail(path, "<root>", "a dict id -> annotation", type(anno).__name__)
+    for i, a in anno.items():
+        uv = np.asarray(a.get("uv_vis", ()))
+        if uv.shape != (42, 3):
+            raise _fail(path, f"[{i}]['uv_vis']", "shape (42, 3)", uv.shape)
+    return anno
+
+
+def read_rhd_image(rhd_dir: str | os.PathLike, split: str, idx: int) -> np.ndarray:
+    """One RHD colour image as HWC uint8 RGB."""
+    path = Path(rhd_dir) / split / "color" / f"{idx:05d}.png"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{path}: missing or unreadable image")
+    return img[..., ::-1]
+
+
+def hand_inside(uv: np.ndarray, size: int = IMAGE_SIZE) -> bool:
+    """The course's rule for a usable hand: ceil(min) >= 0 and floor(max) <= size."""
+    return bool(np.isfinite(uv).all() and np.ceil(uv.min()) >= 0 and np.floor(uv.max()) <= size)
+
+
+def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Build training.h5, testing.h5 and solution.csv from an RHD-layout directory, as the course did."""
+    rhd_dir, out_dir = Path(rhd_dir), Path(out_dir)
+    outputs = [out_dir / n for n in ("training.h5", "testing.h5", "solution.csv")]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to rebuild")
+    summary = {}
+    train = read_rhd_annotations(rhd_dir, "training")
+    entries = [(i, h) for i in sorted(train) for h in (0, 1) if hand_inside(train[i]["uv_vis"][21 * h : 21 * h + 21, :2])]
+    kp = np.stack([train[i]["uv_vis"][21 * h : 21 * h + 21, :2] for i, h in entries]).astype(np.float32) if entries else np.zeros((0, 21, 2), np.float32)
+    vis = np.stack([train[i]["uv_vis"][21 * h : 21 * h + 21, 2] for i, h in entries]) if entries else np.zeros((0, 21))
+    write_training(out_dir / "training.h5", (read_rhd_image(rhd_dir, "training", i) for i, _ in entries), kp, vis)
+    summary["train_images"], summary["train_hands"] = len(train), len(entries)
+
+    test = read_rhd_annotations(rhd_dir, "evaluation")
+    crops, labels = [], []
+    for i in sorted(test):
+        image = None
+        for h in (0, 1):
+            uv = test[i]["uv_vis"][21 * h : 21 * h + 21, :2]
+            if not hand_inside(uv):
+                continue
+            image = read_rhd_image(rhd_dir, "evaluation", i) if image is None else image
+            c, k = competition_crop(image, uv)
+            crops.append(c)
+            labels.append(k)
+    write_testing(out_dir / "testing.h5", np.stack(crops) if crops else np.zeros((0, 128, 128, 3), np.uint8))
+    write_keypoints_csv(out_dir / "solution.csv", np.stack(labels) if labels else np.zeros((0, 21, 2)))
+    summary["test_images"], summary["test_hands"] = len(test), len(crops)
+    return summary
+
+
+# --------------------------------------------------------------------------- locating data
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    root: Path
+    training: Path
+    testing: Path
+    solution: Path | None  # only when the competition was built from RHD or the renderer
+
+
+def find_data(data_dir: str | os.PathLike = "data") -> DataPaths:
+    """The competition files in data_dir, or a FileNotFoundError saying how to get them."""
+    root = Path(data_dir)
+    tr, te, sol = root / "training.h5", root / "testing.h5", root / "solution.csv"
+    missing = [str(p) for p in (tr, te) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} not found; {HOW_TO_GET}")
+    return DataPaths(root, tr, te, sol if sol.exists() else None)
+
+
+def fingerprint(path: Path) -> str:
+    """Identity of a source file for caches: name, size and modification time."""
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+# --------------------------------------------------------------------------- split
+
+
+def make_split(image_ids: np.ndarray, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Boolean mask of validation entries, drawn by source image so hands of one image stay together."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected a number in (0, 1), found {val_fraction}")
+    unique = np.unique(image_ids)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(len(unique) * val_fraction)))
+    val_images = rng.choice(unique, size=min(n_val, len(unique) - 1) if len(unique) > 1 else 1, replace=False)
+    return np.isin(image_ids, val_images)
+
+
+def load_or_make_split(data_dir: str | os.PathLike, image_ids: np.ndarray, source: str,
+                       val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """The saved split of data_dir/split.json, made once (seeded) and reused by every notebook."""
+    path = Path(data_dir) / "split.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("source") == source and saved.get("n") == len(image_ids):
+            mask = np.zeros(len(image_ids), bool)
+            mask[saved["val"]] = True
+            return mask
+        print(f"{path}: made for another training file; making a new split")
+    mask = make_split(image_ids, val_fraction, seed)
+    io.write_json(path, {"source": source, "n": len(image_ids), "seed": seed,
+                         "val_fraction": val_fraction, "val": np.flatnonzero(mask).tolist()})
+    return mask
+
+
+# --------------------------------------------------------------------------- crop cache
+
+
+class CropCache:
+    """Memory-mapped per-hand crops of training.h5: exact competition crops and context crops.
+
+    crop (N,128,128,3) uint8 and kp (N,21,2): what validation and the test set look like;
+    ctx (N,192,192,3) uint8, ctx_kp (N,21,2) pixel-centre, scale (N,): input to augmentation.
+    """
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        meta = np.load(directory / "meta.npz")
+        self.kp, self.ctx_kp, self.scale = meta["kp"], meta["ctx_kp"], meta["scale"]
+        self.vis, self.image_ids = meta["vis"], meta["image_ids"]
+        self.info = json.loads((directory / "info.json").read_text())
+        n = len(self.kp)
+        self.crop = np.memmap(directory / "crop.u8", np.uint8, "r", shape=(n, CROP_SIZE, CROP_SIZE, 3))
+        self.ctx = np.memmap(directory / "ctx.u8", np.uint8, "r", shape=(n, CTX_SIZE, CTX_SIZE, 3))
+
+    def __len__(self) -> int:
+        return len(self.kp)
+
+
+def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | None = None,
+                channel_order: ChannelOrder = "auto", limit: int | None = None) -> CropCache:
+    """The crop cache of a training.h5, built once and rebuilt when the file changes."""
+    from tqdm.auto import tqdm
+
+    training = Path(training)
+    source = fingerprint(training)
+    key = hashlib.sha1(f"{source}:{channel_order}:{limit}:v{CACHE_VERSION}".encode()).hexdigest()[:12]
+    root = Path(cache_root) if cache_root else training.parent / "cache"
+    final = root / key
+    if (final / "info.json").exists():
+        return CropCache(final)
+    with TrainingFile(training, channel_order) as tf:
+        n = len(tf) if limit is None else min(limit, len(tf))
+        tmp = root / f".{key}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        crop = np.memmap(tmp / "crop.u8", np.uint8, "w+", shape=(n, CROP_SIZE, CROP_SIZE, 3))
+        ctx = np.memmap(tmp / "ctx.u8", np.uint8, "w+", shape=(n, CTX_SIZE, CTX_SIZE, 3))
+        kp = np.zeros((n, NUM_JOINTS, 2), np.float32)
+        ctx_kp = np.zeros_like(kp)
+        scale = np.zeros(n, np.float32)
+        for start in tqdm(range(0, n, 256), desc=f"crop cache {training.name}", unit_scale=256, leave=False):
+            block = tf.images(slice(start, min(n, start + 256)))
+            for k, img in enumerate(block):
+                i = start + k
+                crop[i], kp[i] = competition_crop(img, tf.kp[i])
+                ctx[i], ctx_kp[i], scale[i] = context_crop(img, tf.kp[i])
+        crop.flush()
+        ctx.flush()
+        del crop, ctx
+        ids = tf.image_ids()[:n]
+        np.savez(tmp / "meta.npz", kp=kp, ctx_kp=ctx_kp, scale=scale, vis=tf.vis[:n], image_ids=ids)
+        io.write_json(tmp / "info.json", {"source": source, "n": n, "channel_order": tf.channel_order,
+                                          "channel_reason": tf.channel_reason, "version": CACHE_VERSION})
+    if final.exists():  # a stale partial from a killed rename
+        import shutil
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return CropCache(final)
+
+
+# --------------------------------------------------------------------------- torch datasets
+
+
+class HandDataset(torch.utils.data.Dataset):
+    """Training/validation samples from a CropCache.
+
+    Without `augment`, a sample is the exact competition crop. With it, the context crop goes
+    through `augment(ctx, p, s, seed) -> (img128, p128, s_out)` (lib.augment) and the label is
+    converted back to the competition convention. An item is an index or (index, seed).
+    """
+
+    def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0):
+        self.cache, self.indices, self.augment, self.seed = cache, np.asarray(indices), augment, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item):
+        pos, sample_seed = item if isinstance(item, tuple) else (item, self.seed * 1_000_003 + int(item))
+        i = int(self.indices[pos])
+        c = self.cache
+        if self.augment is None:
+            img, kp = np.array(c.crop[i]), c.kp[i]
+        else:
+            img, p, s = self.augment(np.asarray(c.ctx[i]), c.ctx_kp[i], float(c.scale[i]), int(sample_seed))
+            kp = label_from_pixels(p, s)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),  # uint8 (3,128,128)
+            "kp": torch.from_numpy(np.asarray(kp, np.float32)),
+            "vis": torch.from_numpy(c.vis[i].astype(np.float32)),
+            "index": i,
+        }
+
+
+class TestDataset(torch.utils.data.Dataset):
+    """The competition test crops (or any (N,128,128,3) uint8 RGB crops) as uint8 (3,128,128) tensors."""
+
+    def __init__(self, crops: np.ndarray):
+        self.crops = crops
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        return {"image": torch.from_numpy(np.array(self.crops[i])).permute(2, 0, 1), "index": i}
+
+
+def load_test_crops(path: str | os.PathLike, channel_order: ChannelOrder = "auto") -> np.ndarray:
+    """All test crops as (N,128,128,3) uint8 RGB (3,611 crops: 180 MB as float32, 18 MB here)."""
+    with TestingFile(path, channel_order) as tf:
+        return tf.images(slice(None))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="RHD layout -> training.h5, testing.h5, solution.csv")
+    b.add_argument("--rhd", required=True, help="directory with training/ and evaluation/ in the RHD layout")
+    b.add_argument("--out", default="data")
+    b.add_argument("--overwrite", action="store_true")
+    i = sub.add_parser("info", help="validate the competition files and summarise them")
+    i.add_argument("data_dir", nargs="?", default="data")
+    c = sub.add_parser("cache", help="build the training crop cache")
+    c.add_argument("data_dir", nargs="?", default="data")
+    c.add_argument("--channels", default="auto", choices=["auto", "rgb", "bgr"])
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "build":
+            print(json.dumps(build_competition(args.rhd, args.out, args.overwrite), indent=2))
+        elif args.cmd == "info":
+            paths = find_data(args.data_dir)
+            with TrainingFile(paths.training) as tf:
+                ids = tf.image_ids()
+                print(f"  {len(tf)} hands from {len(np.unique(ids))} images, "
+                      f"{tf.vis.mean():.1%} of joints visible")
+            with TestingFile(paths.testing) as te:
+                print(f"  {len(te)} test crops")
+            print(f"  solution: {paths.solution or 'none (real competition data)'}")
+        elif args.cmd == "cache":
+            cache = build_cache(find_data(args.data_dir).training, channel_order=args.channels)
+            print(f"{cache.dir}: {len(cache)} hands")
+    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

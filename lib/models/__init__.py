@@ -1,0 +1,97 @@
+"""Model registry: ``create_model(name, **kw)`` and ``list_models()``.
+
+    from lib.models import create_model, list_models
+    model = create_model("resnet34")                       # random init
+    model = create_model("cpm", pretrained="outputs/runs/cpm/best.pt")   # local weights
+
+Every model takes (B, 3, 128, 128) RGB 0..255 and returns a dict with "kp" (B, 21, 2) in crop
+pixels; ``model.loss(out, kp, vis)`` is its training loss (see lib/models/base.py).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .base import KeypointModel
+from .cpm import CPM
+from .heatmap import HeatmapNet
+from .irv2 import IRV2
+from .regression import InceptionV3Regressor, ResNet34Regressor
+
+__all__ = ["create_model", "list_models", "load_weights", "KeypointModel"]
+
+# name -> (factory, default kwargs, one-line description)
+_REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] = {
+    "cpm": (CPM, {}, "Convolutional Pose Machine, 3 stages, 22 maps at stride 8 (report)"),
+    "resnet34": (ResNet34Regressor, {}, "ResNet34 trunk, flatten 512x4x4, Linear 42 (report)"),
+    "inception_v3": (InceptionV3Regressor, {}, "Inception-v3, global pooling, Linear 42 (report)"),
+    "irv2": (IRV2, {}, "modified Inception-ResNet-v2 regressor (report)"),
+    "hm_resnet18": (HeatmapNet, {"backbone": "resnet18"}, "resnet18 + FPN head, 21 maps at stride 4, DARK"),
+}
+
+
+def list_models() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe_models() -> dict[str, str]:
+    """Registered name -> one-line description."""
+    return {k: _REGISTRY[k][2] for k in list_models()}
+
+
+def create_model(name: str, pretrained: str | os.PathLike | None = None, **kw: Any) -> KeypointModel:
+    """Build a registered model (random init); `pretrained` = path of a local state dict to load."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    factory, defaults, _ = _REGISTRY[name]
+    model = factory(**{**defaults, **kw})
+    model.name = name
+    if pretrained is not None:
+        load_weights(model, pretrained)
+    return model
+
+
+def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded file: a bare state dict or a training checkpoint dict."""
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state", "ema"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ValueError(f"{path}: not a model checkpoint (expected a state dict of tensors, or a dict "
+                     f"with a 'model' / 'state_dict' entry; found {type(obj).__name__})")
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a local checkpoint into `model`, refusing a corrupt file or another architecture."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a torch file
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    name = getattr(model, "name", type(model).__name__)
+    if isinstance(obj, dict) and isinstance(obj.get("model_name"), str) and obj["model_name"] != name:
+        raise ValueError(f"{path} is a checkpoint of model {obj['model_name']!r}, not {name!r}")
+    sd = _state_dict_of(obj, path)
+    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or wrong:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+        parts = [f"{len(missing)} missing keys: {few(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected keys: {few(unexpected)}" if unexpected else "",
+                 f"{len(wrong)} shape mismatches: {few(wrong)}" if wrong else ""]
+        raise ValueError(f"{path} is not a checkpoint of model {name!r} with these settings: "
+                         + "; ".join(p for p in parts if p))
+    model.load_state_dict(sd, strict=True)
+    return model

@@ -1,0 +1,84 @@
+"""Modern heatmap model: a timm backbone + a light FPN-style head, 21 maps at stride 4.
+
+(Docstring with the measurements: filled in after the experiments.)
+"""
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lib import codecs
+from lib.joints import NUM_JOINTS
+
+from .base import KeypointModel, conv_bn_act
+
+HEATMAP_LOSSES = ("mse", "mse+integral", "integral")
+
+
+class HeatmapNet(KeypointModel):
+    """timm features_only backbone -> top-down fusion to stride 4 -> 21 heatmaps -> sub-pixel decode."""
+
+    family = "heatmap"
+
+    def __init__(self, backbone: str = "resnet18", img_size: int = 128, head_channels: int = 64,
+                 out_stride: int = 4, sigma: float = 2.0, loss: str = "mse",
+                 decode: str = "dark", integral_weight: float = 0.01, beta: float = 8.0,
+                 occluded_weight: float = 1.0, **backbone_kw) -> None:
+        super().__init__(img_size=img_size, occluded_weight=occluded_weight)
+        if loss not in HEATMAP_LOSSES:
+            raise ValueError(f"unknown heatmap loss {loss!r}; expected one of {HEATMAP_LOSSES}")
+        self.backbone_name = backbone
+        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, **backbone_kw)
+        info = self.backbone.feature_info
+        chans, reds = info.channels(), info.reduction()
+        keep = [i for i, r in enumerate(reds) if r >= out_stride]
+        self.take = keep
+        self.lateral = nn.ModuleList([nn.Conv2d(chans[i], head_channels, 1) for i in keep])
+        self.fuse = nn.Sequential(conv_bn_act(head_channels, head_channels, 3),
+                                  conv_bn_act(head_channels, head_channels, 3))
+        self.final = nn.Conv2d(head_channels, NUM_JOINTS, 1)
+        nn.init.normal_(self.final.weight, std=1e-3)
+        nn.init.zeros_(self.final.bias)
+        self.first_stride = reds[keep[0]]
+        self.stride = out_stride
+        self.map_size = img_size // out_stride
+        self.sigma, self.loss_kind, self.decode_method = sigma, loss, decode
+        self.integral_weight, self.beta = integral_weight, beta
+
+    def forward(self, x: Tensor) -> dict:
+        feats = self.backbone(self.normalize(x))
+        feats = [feats[i] for i in self.take]
+        y = self.lateral[-1](feats[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
+            y = F.interpolate(y, size=f.shape[-2:], mode="nearest") + lat(f)
+        if y.shape[-1] != self.map_size:
+            y = F.interpolate(y, size=(self.map_size, self.map_size), mode="bilinear", align_corners=False)
+        y = self.fuse(y)
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            maps = self.final(y.float())
+        return {"kp": self.decode(maps), "heatmaps": [maps]}
+
+    @torch.no_grad()
+    def decode(self, maps: Tensor) -> Tensor:
+        """Crop-pixel keypoints from the maps with the configured decoder."""
+        if self.decode_method == "soft_argmax":
+            return codecs.from_map(codecs.soft_argmax(maps.float(), self.beta), self.stride)
+        return codecs.decode_heatmaps(maps, self.stride, self.decode_method)
+
+    def loss(self, out: dict, kp: Tensor, vis: Tensor | None = None) -> Tensor:
+        """MSE to Gaussian targets (x1000 so values are O(1)); optional integral L1 term in px."""
+        with torch.autocast(device_type=kp.device.type, enabled=False):
+            maps = out["heatmaps"][-1].float()
+            w = self.joint_weights(kp, vis)
+            total = kp.new_zeros((), dtype=torch.float32)
+            if self.loss_kind in ("mse", "mse+integral"):
+                target, _ = codecs.gaussian_heatmaps(kp.float(), maps.shape[-2:], self.stride, self.sigma)
+                per = ((maps - target) ** 2).mean(dim=(2, 3))
+                total = total + 1000.0 * (per * w).sum() / w.sum().clamp_min(1.0) / 1.0
+            if self.loss_kind in ("integral", "mse+integral"):
+                uv = codecs.from_map(codecs.soft_argmax(maps, self.beta), self.stride)
+                l1 = (uv - kp.float()).abs().sum(-1)
+                total = total + self.integral_weight * (l1 * w).sum() / w.sum().clamp_min(1.0)
+            return total

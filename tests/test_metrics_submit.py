@@ -1,0 +1,89 @@
+"""Metrics against hand-computed values; submission files written, validated, scored, refused."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import joints, metrics
+from lib.submit import COLUMNS, SubmissionError, read_submission, score, validate_submission, write_submission
+
+
+def test_joint_order_and_conversion():
+    assert joints.NAMES[0] == "wrist" and joints.NAMES[1] == "thumb_tip" and joints.NAMES[8] == "index_mcp"
+    assert joints.NAMES[17] == "little_tip" and len(joints.EDGES) == 20
+    assert joints.TIPS.tolist() == [1, 5, 9, 13, 17]
+    base_tip = np.arange(21)[:, None] * np.ones((1, 2))  # theirs: wrist, thumb base..tip, ...
+    ours = joints.from_base_tip(base_tip)
+    assert ours[1, 0] == 4 and ours[4, 0] == 1 and ours[5, 0] == 8  # thumb tip is their 4th
+    np.testing.assert_array_equal(joints.to_base_tip(ours), base_tip)
+    assert len(set(joints.FINGER_COLORS)) == 5
+
+
+def test_metrics_hand_computed():
+    gt = np.zeros((2, 21, 2))
+    pred = gt.copy()
+    pred[0, 0] = (3, 4)      # distance 5, squared errors 9 + 16
+    pred[1, 5] = (1, 1)      # distance sqrt 2, squared errors 1 + 1
+    assert metrics.kaggle_mse(pred, gt) == pytest.approx(27 / 84)
+    assert metrics.epe(pred, gt) == pytest.approx((5 + np.sqrt(2)) / 42)
+    vis = np.zeros((2, 21), bool)
+    vis[0, 0] = vis[1, 5] = True
+    assert metrics.epe(pred, gt, vis) == pytest.approx((5 + np.sqrt(2)) / 2)
+    assert metrics.acc_2px(pred, gt) == pytest.approx(41 / 42)          # 5 px fails, sqrt 2 passes
+    assert metrics.acc_coord_sq2(pred, gt) == pytest.approx(82 / 84)    # 9 and 16 fail, 1 and 1 pass
+    # PCK averages per joint: joint 0 is 50 % within 2 px, every other joint 100 %
+    assert metrics.pck(pred, gt, 2.0) == pytest.approx((0.5 + 20) / 21)
+    curve = metrics.pck_curve(pred, gt)
+    assert curve[0] == 0.0  # threshold 0: nothing is strictly closer
+    assert len(curve) == 20 and metrics.auc(pred, gt) == pytest.approx(curve.mean())
+    table = metrics.per_joint(pred, gt, vis)
+    assert table.loc["wrist", "mse"] == pytest.approx(25 / 4) and table.loc["index_tip", "epe"] == pytest.approx(np.sqrt(2) / 2)
+    assert set(metrics.summary(pred, gt, vis)) >= {"kaggle_mse", "epe", "pck@2px", "auc", "acc_2px", "acc_coord_sq2", "epe_visible"}
+    with pytest.raises(ValueError, match="equal shapes"):
+        metrics.kaggle_mse(pred, gt[:1])
+
+
+def test_submission_round_trip_and_score(tmp_path):
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 128, (5, 21, 2))
+    write_submission(tmp_path / "sol.csv", gt)
+    write_submission(tmp_path / "sub.csv", gt + 1.0)
+    np.testing.assert_allclose(read_submission(tmp_path / "sub.csv", 5), gt + 1, atol=1e-6)
+    s = score(tmp_path / "sub.csv", tmp_path / "sol.csv")
+    assert s["kaggle_mse"] == pytest.approx(1.0, abs=1e-5) and s["epe"] == pytest.approx(np.sqrt(2), abs=1e-5)
+
+
+def test_writer_matches_the_real_2018_submission(shared_reference, tmp_path):
+    ref = shared_reference / "kaggle_submission_example.csv"
+    assert validate_submission(ref, 3611) == 3611
+    kp = read_submission(ref)
+    write_submission(tmp_path / "ours.csv", kp)
+    assert (tmp_path / "ours.csv").read_text().splitlines()[0] == ref.read_text().splitlines()[0]
+    assert [l.split(",")[0] for l in (tmp_path / "ours.csv").read_text().splitlines()[1:4]] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda df: df.iloc[:-1], "rows: expected 4"),
+        (lambda df: df.drop(columns=["Joint 20 y"]), "header"),
+        (lambda df: df.rename(columns={"Joint 3 x": "joint 3 x"}), "header"),
+        (lambda df: df.assign(Id=[0, 2, 1, 3]), "Id: expected 0..3"),
+        (lambda df: df.assign(**{"Joint 7 y": [1.0, np.nan, 2.0, 3.0]}), "row 1 column 'Joint 7 y': expected a finite number"),
+        (lambda df: df.assign(**{"Joint 2 x": ["1", "a", "2", "3"]}), "row 1 column 'Joint 2 x'"),
+    ],
+)
+def test_bad_submissions_refused(tmp_path, edit, match):
+    write_submission(tmp_path / "ok.csv", np.ones((4, 21, 2)))
+    edit(pd.read_csv(tmp_path / "ok.csv")).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SubmissionError, match=match) as e:
+        read_submission(tmp_path / "bad.csv", 4)
+    assert "bad.csv" in str(e.value)
+
+
+def test_writer_refuses_nan_and_leaves_no_file(tmp_path):
+    kp = np.ones((3, 21, 2))
+    kp[1, 2, 0] = np.nan
+    with pytest.raises(SubmissionError, match="NaN"):
+        write_submission(tmp_path / "x.csv", kp)
+    assert not list(tmp_path.iterdir())
+    assert COLUMNS[:3] == ["Id", "Joint 0 x", "Joint 0 y"] and len(COLUMNS) == 43
