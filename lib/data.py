@@ -507,12 +507,15 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
         kp = np.zeros((n, NUM_JOINTS, 2), np.float32)
         ctx_kp = np.zeros_like(kp)
         scale = np.zeros(n, np.float32)
-        for start in tqdm(range(0, n, 256), desc=f"crop cache {training.name}", unit_scale=256, leave=False):
+        bar = tqdm(total=n, desc=f"crop cache {training.name}", unit="hand", leave=False)
+        for start in range(0, n, 256):
             block = tf.images(slice(start, min(n, start + 256)))
+            bar.update(len(block))
             for k, img in enumerate(block):
                 i = start + k
                 crop[i], kp[i] = competition_crop(img, tf.kp[i])
                 ctx[i], ctx_kp[i], scale[i] = context_crop(img, tf.kp[i])
+        bar.close()
         crop.flush()
         ctx.flush()
         del crop, ctx

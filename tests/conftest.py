@@ -1,6 +1,9 @@
 import os
+import pickle
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -16,3 +19,44 @@ def shared_reference() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/reference is absent (only present in the team's workspace)")
     return SHARED
+
+
+def skin_image(rng, kp, bgr=False):
+    """A noisy background with skin-coloured (red > blue) discs at the keypoints."""
+    img = rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    for x, y in kp:
+        cv2.circle(img, (int(x), int(y)), 5, (205, 150, 120), -1)
+    return img
+
+
+def fake_rhd(root, n_train=5, n_eval=4, seed=0):
+    """A tiny RHD-layout directory: some hands inside, some partly outside the image."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("training", n_train), ("evaluation", n_eval)):
+        (root / split / "color").mkdir(parents=True)
+        anno = {}
+        for i in range(n):
+            uv = np.zeros((42, 3))
+            for h in (0, 1):
+                c = rng.uniform(60, 260, 2)
+                uv[21 * h : 21 * h + 21, :2] = c + rng.uniform(-40, 40, (21, 2))
+                uv[21 * h : 21 * h + 21, 2] = rng.integers(0, 2, 21)
+            if i % 3 == 1:
+                uv[21:, 0] += 300  # right hand leaves the image
+            img = skin_image(rng, np.concatenate([uv[:21, :2], uv[21:, :2]]))
+            cv2.imwrite(str(root / split / "color" / f"{i:05d}.png"), img[..., ::-1])
+            anno[i] = {"uv_vis": uv, "xyz": rng.normal(size=(42, 3)), "K": np.eye(3)}
+        with open(root / split / f"anno_{split}.pickle", "wb") as f:
+            pickle.dump(anno, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Competition files built from a tiny fake RHD directory (noise images, skin discs at joints)."""
+    from lib import data
+
+    root = tmp_path_factory.mktemp("tiny")
+    fake_rhd(root / "rhd", n_train=40, n_eval=6, seed=1)
+    data.build_competition(root / "rhd", root / "comp")
+    return root / "comp"

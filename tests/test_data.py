@@ -9,6 +9,7 @@ import pytest
 
 from lib import data, joints
 from lib.data import DataError, competition_crop, crop_box
+from tests.conftest import fake_rhd, skin_image
 
 
 def box_kp(x0, x1, y0, y1):
@@ -97,36 +98,6 @@ def test_context_crop_centre_matches_competition_crop():
 
 
 # --------------------------------------------------------------------------- files
-
-
-def skin_image(rng, kp, bgr=False):
-    """A noisy background with skin-coloured (red > blue) discs at the keypoints."""
-    img = rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)
-    for x, y in kp:
-        cv2.circle(img, (int(x), int(y)), 5, (205, 150, 120), -1)
-    return img
-
-
-def fake_rhd(root, n_train=5, n_eval=4, seed=0):
-    """A tiny RHD-layout directory: some hands inside, some partly outside the image."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("training", n_train), ("evaluation", n_eval)):
-        (root / split / "color").mkdir(parents=True)
-        anno = {}
-        for i in range(n):
-            uv = np.zeros((42, 3))
-            for h in (0, 1):
-                c = rng.uniform(60, 260, 2)
-                uv[21 * h : 21 * h + 21, :2] = c + rng.uniform(-40, 40, (21, 2))
-                uv[21 * h : 21 * h + 21, 2] = rng.integers(0, 2, 21)
-            if i % 3 == 1:
-                uv[21:, 0] += 300  # right hand leaves the image
-            img = skin_image(rng, np.concatenate([uv[:21, :2], uv[21:, :2]]))
-            cv2.imwrite(str(root / split / "color" / f"{i:05d}.png"), img[..., ::-1])
-            anno[i] = {"uv_vis": uv, "xyz": rng.normal(size=(42, 3)), "K": np.eye(3)}
-        with open(root / split / f"anno_{split}.pickle", "wb") as f:
-            pickle.dump(anno, f)
-    return root
 
 
 @pytest.fixture

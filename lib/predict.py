@@ -1,0 +1,132 @@
+"""Batched inference with test-time augmentation, and the predictions of a finished run.
+
+    python -m lib.predict --run resnet34_paper_cpu             # val + test predictions, submission.csv
+    python -m lib.predict --run NAME --rotations 10 -10        # add rotation TTA
+
+Labels follow the competition's convention: a crop made at scale s (crop px per source px)
+has label = pixel-centre position - (s - 1) / 2. A flip maps label x to 128 - s - x, so the
+flip pair also estimates s; rotation TTA uses that estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib import data, io, metrics
+from lib.submit import write_submission, validate_submission
+from lib.train import REPO, load_model, resolve_device
+
+CENTRE = (data.CROP_SIZE - 1) / 2  # pixel-centre coordinates of the crop centre
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate images about their centre by `degrees`, bilinear, zero fill."""
+    a = _sampling_matrix(degrees, x.device).to(x.dtype)
+    theta = torch.cat([a, torch.zeros(2, 1, dtype=x.dtype, device=x.device)], 1).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _sampling_matrix(degrees: float, device) -> torch.Tensor:
+    """A of _rotate: the output pixel at centred offset o samples the input at offset A o."""
+    t = math.radians(degrees)
+    c, s = math.cos(t), math.sin(t)
+    return torch.tensor([[c, s], [-s, c]], device=device)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, crops: np.ndarray, flip: bool = True, rotations: Sequence[float] = (),
+            batch_size: int = 128, device: str = "auto", amp: str = "auto") -> np.ndarray:
+    """Keypoints (N,21,2) in crop pixels for (N,128,128,3) uint8 RGB crops, averaged over the TTA views."""
+    device = resolve_device(device)
+    amp = ("bf16" if device.startswith("cuda") else "off") if amp == "auto" else amp
+    model = model.to(device).eval()
+    out = []
+    for start in range(0, len(crops), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size])).to(device)
+        x = x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+        out.append(_predict_batch(model, x, flip, rotations, amp).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 21, 2), np.float32)
+
+
+def _predict_batch(model, x, flip: bool, rotations: Sequence[float], amp: str) -> torch.Tensor:
+    def run(inp):
+        with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            return model(inp)["kp"].float()
+
+    kp = run(x)
+    views = [kp]
+    bias = torch.zeros(len(x), 1, 1, device=x.device)  # (s - 1) / 2, unknown without a flip pair
+    if flip:
+        kf = run(x.flip(-1))
+        width = (kp[..., 0] + kf[..., 0]).mean(dim=1, keepdim=True)  # = 128 - s, as the two views see it
+        unflipped = kf.clone()
+        unflipped[..., 0] = width - kf[..., 0]
+        views.append(unflipped)
+        bias = ((data.CROP_SIZE - 1 - width) / 2).unsqueeze(-1)
+    for deg in rotations:
+        kr = run(_rotate(x, deg))
+        # a joint seen at output offset o sits at input offset A o (row vectors: o @ A^T)
+        back = (kr + bias - CENTRE) @ _sampling_matrix(deg, x.device).T + CENTRE - bias
+        views.append(back)
+    return torch.stack(views).mean(0)
+
+
+def predict_run(run_dir: str | os.PathLike, flip: bool = True, rotations: Sequence[float] = (),
+                device: str = "auto") -> dict:
+    """Validation and test predictions of a run's best model, saved beside it; returns val metrics."""
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    model = load_model(run_dir, "best")
+    paths = data.find_data(cfg["data_dir"])
+    cache = data.build_cache(paths.training)
+    val_idx = np.load(run_dir / "val_index.npy")
+    val_crops = np.stack([cache.crop[i] for i in val_idx])
+    val_pred = predict(model, val_crops, flip, rotations, device=device)
+    gt, vis = cache.kp[val_idx], cache.vis[val_idx]
+    scores = metrics.summary(val_pred, gt, vis)
+    test_pred = predict(model, data.load_test_crops(paths.testing), flip, rotations, device=device)
+    io.save_npy(run_dir / "val_pred.npy", val_pred)
+    io.save_npy(run_dir / "test_pred.npy", test_pred)
+    write_submission(run_dir / "submission.csv", test_pred)
+    validate_submission(run_dir / "submission.csv", len(test_pred))
+    tta = {"flip": flip, "rotations": list(rotations)}
+    result = {"model": cfg["model"], "recipe": cfg["recipe"], "tta": tta, **scores}
+    if paths.solution is not None:
+        from lib.submit import read_submission
+        result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(paths.solution, len(test_pred)))
+    io.write_json(run_dir / "val_metrics.json", result)
+    with io.atomic_open(run_dir / "per_joint.csv", "w") as f:
+        metrics.per_joint(val_pred, gt, vis).to_csv(f)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
+    ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--rotations", type=float, nargs="*", default=[])
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else REPO / "outputs" / "runs" / args.run
+    try:
+        result = predict_run(run_dir, not args.no_flip, args.rotations, args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

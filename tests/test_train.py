@@ -1,0 +1,138 @@
+"""The training engine: exact resume, the NaN guard, torchrun/DDP on CPU, TTA geometry, bad input."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib import predict, train
+
+MODEL = "hm_resnet18"  # the fastest registered model keeps these tests in seconds
+
+
+def small(tiny_data, tmp_path, **kw):
+    base = dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(tiny_data), out_dir=str(tmp_path),
+                limit_train=16, batch_size=8, workers=0, seed=3)
+    return {**base, **kw}
+
+
+def weights(run_dir, which="last"):
+    return train.load_checkpoint(Path(run_dir) / f"{which}.pt")
+
+
+def test_resume_equals_straight_run(tiny_data, tmp_path):
+    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2))
+    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=1))
+    resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+    a, b = weights(straight), weights(resumed)
+    assert a["state"]["step"] == b["state"]["step"] == 4
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resume"
+    assert len(train.history(resumed)) == 2
+    # a finished run is not trained again
+    before = (Path(resumed) / "last.pt").stat().st_mtime_ns
+    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+    assert (Path(resumed) / "last.pt").stat().st_mtime_ns == before
+
+
+def test_paper_recipe_resolves_to_the_report(tiny_data, tmp_path):
+    cfg = train.TrainConfig(model="resnet34", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved()
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.schedule, cfg.augment, cfg.sampler, cfg.epochs) == \
+        ("adam", 1e-4, 8, "constant", "paper", "window", 55)
+    assert train.TrainConfig(model="irv2", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved().epochs == 108
+    modern = train.TrainConfig(model=MODEL, recipe="modern", batch_size=128, data_dir=str(tiny_data)).resolved()
+    assert modern.lr == pytest.approx(train.RECIPES["modern"]["lr"] * 4)  # scaled with the batch
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    run = train.fit(**small(tiny_data, tmp_path, run="nan", epochs=1))
+    good = (Path(run) / "last.pt").read_bytes()
+    real = train.create_model
+
+    def poisoned(name, **kw):
+        m = real(name, **kw)
+        m.loss = lambda out, kp, vis: out["kp"].float().mean() * float("nan")
+        return m
+
+    monkeypatch.setattr(train, "create_model", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2.*last\.pt"):
+        train.fit(**small(tiny_data, tmp_path, run="nan", epochs=2))
+    assert (Path(run) / "last.pt").read_bytes() == good
+
+
+def test_bad_names_and_checkpoints(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="model: expected one of .*resnet34"):
+        train.TrainConfig(model="resnet35", data_dir=str(tiny_data)).resolved()
+    with pytest.raises(ValueError, match="recipe: expected one of \\['modern', 'paper'\\]"):
+        train.TrainConfig(recipe="fast", data_dir=str(tiny_data)).resolved()
+    with pytest.raises(FileNotFoundError, match="make data"):
+        train.TrainConfig(data_dir=str(tmp_path / "nothing")).resolved()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
+        train.load_checkpoint(bad)
+    run = train.fit(**small(tiny_data, tmp_path, run="other", epochs=1))
+    with pytest.raises(ValueError, match=f"a checkpoint of model '{MODEL}', expected 'resnet34'"):
+        train.load_checkpoint(Path(run) / "best.pt", "resnet34")
+    # the CLI turns these into one line and exit code 2
+    r = subprocess.run([sys.executable, "-m", "lib.train", "--model", "nope", "--data-dir", str(tiny_data)],
+                       capture_output=True, text=True, cwd=train.REPO)
+    assert r.returncode == 2 and "model: expected one of" in r.stderr
+
+
+def test_predict_run_writes_predictions(tiny_data, tmp_path):
+    run = train.fit(**small(tiny_data, tmp_path, run="pred", epochs=1))
+    res = predict.predict_run(run, rotations=(15,))
+    for f in ("val_pred.npy", "test_pred.npy", "submission.csv", "val_metrics.json", "per_joint.csv"):
+        assert (Path(run) / f).exists(), f
+    assert np.load(Path(run) / "val_pred.npy").shape == (len(np.load(Path(run) / "val_index.npy")), 21, 2)
+    assert np.isfinite(res["kaggle_mse"]) and "test_kaggle_mse" in res
+
+
+class Blob(torch.nn.Module):
+    """A 'model' that finds the centroid of the bright pixels, reported for all 21 joints at scale s."""
+
+    def __init__(self, s: float = 1.0):
+        super().__init__()
+        self.s = s
+
+    def forward(self, x):
+        w = (x[:, 0] > 128).float()
+        ys, xs = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+        c = torch.stack([(w * xs).sum((1, 2)), (w * ys).sum((1, 2))], -1) / w.sum((1, 2))[:, None]
+        return {"kp": (c - (self.s - 1) / 2)[:, None].expand(-1, 21, 2)}
+
+
+@pytest.mark.parametrize("s", [1.0, 3.0])
+def test_tta_geometry_flip_and_rotation(s):
+    img = np.zeros((1, 128, 128, 3), np.uint8)
+    img[0, 30:35, 80:85] = 255  # centroid (82, 32) in pixel-centre coordinates
+    label = np.array([82.0, 32.0]) - (s - 1) / 2
+    for flip, rot in [(False, ()), (True, ()), (True, (20.0, -35.0))]:
+        out = predict.predict(Blob(s), img, flip=flip, rotations=rot, device="cpu")
+        np.testing.assert_allclose(out[0, 0], label, atol=0.15)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_same_weights(tiny_data, tmp_path):
+    """DDP keeps parameters identical on every rank (BatchNorm running stats stay rank-local; rank 0 saves)."""
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from lib import train\n"
+        f"run, model = train.train_model(model='{MODEL}', recipe='modern', profile='smoke', data_dir=r'{tiny_data}',"
+        f" out_dir=r'{tmp_path}', run='ddp', limit_train=16, batch_size=8, workers=0, epochs=2, resume=False)\n"
+        f"torch.save(dict(model.named_parameters()), r'{tmp_path}' + f\"/rank{{os.environ['RANK']}}.pt\")\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(train.REPO)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                        str(script)], capture_output=True, text=True, env=env, cwd=train.REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{k}.pt", weights_only=True) for k in (0, 1))
+    for name, t in a.items():
+        assert torch.equal(t, b[name]), name
+    assert train.load_checkpoint(tmp_path / "ddp" / "last.pt")["state"]["step"] == 4
