@@ -3,12 +3,17 @@
     python -m lib.submit validate submissions/x.csv [--test data/testing.h5]
     python -m lib.submit score submissions/x.csv data/solution.csv
     python -m lib.submit kaggle submissions/x.csv -m "message" [--dry-run]
+    python -m lib.submit download --out data          # the competition files, with credentials
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,10 @@ COMPETITION = "mp18-hand-joint-recognition"
 
 class SubmissionError(ValueError):
     """A submission file that Kaggle would reject or score wrongly."""
+
+
+class KaggleError(RuntimeError):
+    """The kaggle CLI can't be used (no credentials, not installed) or it failed."""
 
 
 def write_submission(path: str | os.PathLike, kp: np.ndarray) -> Path:
@@ -75,6 +84,61 @@ def score(submission: str | os.PathLike, solution: str | os.PathLike) -> dict[st
     return {k: metrics.summary(pred, gt)[k] for k in ("kaggle_mse", "epe", "pck@2px")}
 
 
+# --------------------------------------------------------------------------- Kaggle
+
+
+def kaggle_credentials() -> str | None:
+    """Where Kaggle credentials would come from (never the secret itself), or None."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    dirs = [os.environ.get("KAGGLE_CONFIG_DIR"), os.path.expanduser("~/.kaggle"),
+            os.path.join(os.environ.get("XDG_CONFIG_HOME", os.path.expanduser("~/.config")), "kaggle")]
+    for d in filter(None, dirs):
+        for f in ("kaggle.json", "access_token"):
+            if os.path.isfile(os.path.join(d, f)):
+                return os.path.join(d, f)
+    return None
+
+
+def _kaggle(args: list[str], dry_run: bool) -> list[str]:
+    """Run the kaggle CLI (imported lazily: the package itself exits when credentials are missing)."""
+    cmd = ["kaggle", *args]
+    if dry_run:
+        print(shlex.join(cmd))
+        return cmd
+    if kaggle_credentials() is None:
+        raise KaggleError("no Kaggle credentials: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
+                          "or put kaggle.json (or access_token) in ~/.kaggle or $KAGGLE_CONFIG_DIR")
+    exe = shutil.which("kaggle") or (shutil.which("kaggle", path=os.path.dirname(sys.executable)))
+    if exe is None:
+        raise KaggleError("the kaggle CLI is not installed in this environment (pip install -r requirements.txt)")
+    r = subprocess.run([exe, *args], capture_output=True, text=True)
+    sys.stdout.write(r.stdout)
+    if r.returncode != 0:
+        raise KaggleError(f"{shlex.join(cmd)} failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
+    return cmd
+
+
+def kaggle_submit(path: str | os.PathLike, message: str, dry_run: bool = False, rows: int | None = None) -> list[str]:
+    """Validate a submission, then submit it with `kaggle competitions submit`; returns the command."""
+    validate_submission(path, rows)
+    return _kaggle(["competitions", "submit", COMPETITION, "-f", str(path), "-m", message], dry_run)
+
+
+def kaggle_download(out_dir: str | os.PathLike = "data", dry_run: bool = False) -> Path:
+    """Download and unpack the competition files into out_dir (training.h5, testing.h5)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run)
+    for z in ([] if dry_run else sorted(out.glob("*.zip"))):
+        with zipfile.ZipFile(z) as f:
+            f.extractall(out)
+        z.unlink()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.submit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,9 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score", help="score a submission against a solution.csv")
     s.add_argument("file")
     s.add_argument("solution")
+    k = sub.add_parser("kaggle", help="validate, then kaggle competitions submit")
+    k.add_argument("file")
+    k.add_argument("-m", "--message", required=True)
+    k.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    k.add_argument("--rows", type=int)
+    d = sub.add_parser("download", help="kaggle competitions download, unpacked into --out")
+    d.add_argument("--out", default="data")
+    d.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "validate":
+        if args.cmd == "kaggle":
+            kaggle_submit(args.file, args.message, args.dry_run, args.rows)
+        elif args.cmd == "download":
+            print(f"competition files in {kaggle_download(args.out, args.dry_run)}")
+        elif args.cmd == "validate":
             rows = args.rows
             if rows is None and args.test:
                 from lib.data import TestingFile
@@ -99,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "score":
             for k, val in score(args.file, args.solution).items():
                 print(f"{k:>10}: {val:.4f}")
-    except (SubmissionError, FileNotFoundError) as e:
+    except (SubmissionError, KaggleError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

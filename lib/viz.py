@@ -69,3 +69,73 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
     """Save a matplotlib figure atomically (PNG)."""
     with io.atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def plot_history(run_dir: str | os.PathLike, save: bool = True):
+    """Training curves of a run (loss, kaggle_mse, PCK/accuracy), saved as curves.png beside it."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from pathlib import Path
+
+    log = pd.read_csv(Path(run_dir) / "log.csv")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(log["epoch"], log["train_loss"], "o-", label="train")
+    axes[0].plot(log["epoch"], log["val_loss"], "o-", label="validation")
+    axes[0].set(title="loss", xlabel="epoch", yscale="log")
+    axes[0].legend()
+    axes[1].plot(log["epoch"], log["kaggle_mse"], "o-", color="C3")
+    axes[1].set(title="validation kaggle_mse (px²)", xlabel="epoch", yscale="log")
+    for col in ("pck@2px", "acc_2px", "auc"):
+        axes[2].plot(log["epoch"], log[col], "o-", label=col)
+    axes[2].set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
+    axes[2].legend()
+    fig.suptitle(Path(run_dir).name)
+    fig.tight_layout()
+    if save:
+        save_figure(fig, Path(run_dir) / "curves.png")
+    return fig
+
+
+def compare(crop: np.ndarray, pred: np.ndarray, gt: np.ndarray, scale: int = 2) -> np.ndarray:
+    """One crop upscaled, ground truth in white under the prediction in finger colours."""
+    big = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    up = lambda kp: (np.asarray(kp) + 0.5) * scale - 0.5  # noqa: E731 - pixel-centre upscaling
+    return draw_skeleton(draw_skeleton(big, up(gt), color=(255, 255, 255)), up(pred))
+
+
+def worst_predictions(crops: np.ndarray, pred: np.ndarray, gt: np.ndarray, k: int = 12, scale: int = 2) -> np.ndarray:
+    """A grid of the k crops with the largest error: ground truth in white, prediction in finger colours."""
+    err = ((pred - gt) ** 2).mean(axis=(1, 2))
+    order = np.argsort(-err)[:k]
+    tiles = [compare(crops[i], pred[i], gt[i], scale) for i in order]
+    return grid(tiles, cols=min(6, k), labels=[f"#{i} mse {err[i]:.0f}" for i in order])
+
+
+def show(image: np.ndarray, title: str | None = None, width: float = 12.0):
+    """Display an RGB image in a notebook at its aspect ratio, without axes."""
+    import matplotlib.pyplot as plt
+
+    h, w = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(width, width * h / w))
+    ax.imshow(image)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def run_worst(run_dir: str | os.PathLike, k: int = 12) -> np.ndarray:
+    """The k worst validation predictions of a run (after lib.predict.predict_run), saved as worst.png."""
+    import json
+    from pathlib import Path
+
+    from lib import data
+
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cache = data.build_cache(data.find_data(cfg["data_dir"]).training)
+    idx = np.load(run_dir / "val_index.npy")
+    pred = np.load(run_dir / "val_pred.npy")
+    img = worst_predictions(np.stack([cache.crop[i] for i in idx]), pred, cache.kp[idx], k)
+    save_png(run_dir / "worst.png", img)
+    return img

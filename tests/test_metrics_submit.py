@@ -87,3 +87,55 @@ def test_writer_refuses_nan_and_leaves_no_file(tmp_path):
         write_submission(tmp_path / "x.csv", kp)
     assert not list(tmp_path.iterdir())
     assert COLUMNS[:3] == ["Id", "Joint 0 x", "Joint 0 y"] and len(COLUMNS) == 43
+
+
+def _no_credentials(monkeypatch, tmp_path):
+    for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+
+
+def test_kaggle_without_credentials_is_one_clear_error(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from lib import submit
+
+    _no_credentials(monkeypatch, tmp_path)
+    write_submission(tmp_path / "s.csv", np.ones((3, 21, 2)))
+    calls = []
+    monkeypatch.setattr(submit.subprocess, "run", lambda *a, **k: calls.append(a))
+    with pytest.raises(submit.KaggleError, match="no Kaggle credentials: set KAGGLE_API_TOKEN"):
+        submit.kaggle_submit(tmp_path / "s.csv", "msg")
+    assert not calls  # no network call attempted
+    monkeypatch.undo()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "KAGGLE_CONFIG_DIR": str(tmp_path / "no")}
+    r = subprocess.run([sys.executable, "-m", "lib.submit", "kaggle", str(tmp_path / "s.csv"), "-m", "x"],
+                       capture_output=True, text=True, env=env, cwd=str(submit.Path(submit.__file__).parents[1]))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no Kaggle credentials" in r.stderr
+
+
+def test_kaggle_dry_run_and_fake_cli(monkeypatch, tmp_path, capsys):
+    from lib import submit
+
+    write_submission(tmp_path / "s.csv", np.ones((3, 21, 2)))
+    cmd = submit.kaggle_submit(tmp_path / "s.csv", "first try", dry_run=True)
+    assert cmd == ["kaggle", "competitions", "submit", "mp18-hand-joint-recognition", "-f", str(tmp_path / "s.csv"),
+                   "-m", "first try"]
+    assert "kaggle competitions submit mp18-hand-joint-recognition" in capsys.readouterr().out
+    fake = tmp_path / "bin" / "kaggle"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/args.txt\necho Successfully submitted\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{submit.os.environ['PATH']}")
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "secret-key-123")
+    submit.kaggle_submit(tmp_path / "s.csv", "first try")
+    assert (tmp_path / "args.txt").read_text().splitlines() == cmd[1:]
+    out = capsys.readouterr().out
+    assert "Successfully submitted" in out and "secret-key-123" not in out
+    with pytest.raises(SubmissionError):  # validated before anything is sent
+        (tmp_path / "bad.csv").write_text("Id\n0\n")
+        submit.kaggle_submit(tmp_path / "bad.csv", "x")

@@ -1,0 +1,141 @@
+"""Ensembles of finished runs: weights fitted on validation, applied to test, and a leaderboard.
+
+    python -m lib.ensemble --name ensemble            # every finished run -> submissions/ensemble.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from lib import data, io, metrics
+from lib.submit import read_submission, validate_submission, write_submission
+from lib.train import REPO
+
+LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
+
+
+@dataclass
+class RunPredictions:
+    name: str
+    model: str
+    recipe: str
+    val_index: np.ndarray
+    val_pred: np.ndarray
+    test_pred: np.ndarray
+    data_dir: str
+
+
+def load_runs(runs_dir: str | os.PathLike = REPO / "outputs" / "runs") -> list[RunPredictions]:
+    """Every run with validation and test predictions (from lib.predict.predict_run)."""
+    runs = []
+    for d in sorted(Path(runs_dir).glob("*/")):
+        files = [d / f for f in ("val_index.npy", "val_pred.npy", "test_pred.npy", "config.json")]
+        if not all(f.exists() for f in files):
+            continue
+        cfg = json.loads((d / "config.json").read_text())
+        runs.append(RunPredictions(d.name, cfg["model"], cfg["recipe"], np.load(files[0]), np.load(files[1]),
+                                   np.load(files[2]), cfg["data_dir"]))
+    return runs
+
+
+def compatible(runs: list[RunPredictions]) -> list[RunPredictions]:
+    """The runs that share the first run's data, validation samples and test set (others are left out)."""
+    if not runs:
+        return []
+    ref = runs[0]
+    keep = [r for r in runs if r.data_dir == ref.data_dir and np.array_equal(r.val_index, ref.val_index)
+            and r.test_pred.shape == ref.test_pred.shape]
+    for r in runs:
+        if r not in keep:
+            print(f"ensemble: leaving out {r.name}: other data, validation samples or test set than {ref.name}")
+    return keep
+
+
+def fit_weights(val_preds: list[np.ndarray], gt: np.ndarray) -> np.ndarray:
+    """Non-negative model weights summing to 1 that minimise validation MSE (NNLS, then normalised)."""
+    a = np.stack([p.reshape(-1) for p in val_preds], axis=1)
+    w, _ = nnls(a, gt.reshape(-1))
+    if w.sum() <= 0:
+        return np.full(len(val_preds), 1.0 / len(val_preds))
+    return w / w.sum()
+
+
+def combine(preds: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    return np.tensordot(np.asarray(weights), np.stack(preds), axes=1)
+
+
+def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, solution: np.ndarray | None = None
+                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Validation metrics of every run and of the mean and fitted ensembles; also their test predictions."""
+    rows, tests = [], {}
+    for r in runs:
+        rows.append({"name": r.name, "model": r.model, "recipe": r.recipe, **_scores(r.val_pred, gt, vis, r.test_pred, solution)})
+        tests[r.name] = r.test_pred
+    if len(runs) > 1:
+        w = fit_weights([r.val_pred for r in runs], gt)
+        for name, weights in (("ensemble_mean", np.full(len(runs), 1 / len(runs))), ("ensemble_fitted", w)):
+            val = combine([r.val_pred for r in runs], weights)
+            test = combine([r.test_pred for r in runs], weights)
+            desc = ", ".join(f"{r.name}:{x:.2f}" for r, x in zip(runs, weights) if x > 0.005)
+            rows.append({"name": name, "model": desc, "recipe": "-", **_scores(val, gt, vis, test, solution)})
+            tests[name] = test
+    board = pd.DataFrame(rows).sort_values("kaggle_mse").reset_index(drop=True)
+    board.index += 1
+    return board, tests
+
+
+def _scores(val, gt, vis, test, solution) -> dict:
+    s = metrics.summary(val, gt, vis)
+    out = {k: s[k] for k in LEADERBOARD_COLUMNS}
+    if solution is not None:
+        out["test_kaggle_mse"] = metrics.kaggle_mse(test, solution)
+    return out
+
+
+def ensemble_and_submit(name: str = "ensemble", runs_dir: str | os.PathLike = REPO / "outputs" / "runs",
+                        out_dir: str | os.PathLike = REPO / "submissions") -> tuple[pd.DataFrame, Path]:
+    """Leaderboard of every finished run plus ensembles; writes the best entry as submissions/<name>.csv."""
+    runs = compatible(load_runs(runs_dir))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs with predictions in {runs_dir}; train one first "
+                                f"(a training notebook, or python -m lib.train then python -m lib.predict)")
+    paths = data.find_data(runs[0].data_dir)
+    cache = data.build_cache(paths.training)
+    gt, vis = cache.kp[runs[0].val_index], cache.vis[runs[0].val_index]
+    solution = read_submission(paths.solution) if paths.solution else None
+    board, tests = leaderboard(runs, gt, vis, solution)
+    with io.atomic_open(REPO / "outputs" / "leaderboard.csv", "w", newline="") as f:
+        board.to_csv(f, index_label="rank")
+    best = board.iloc[0]["name"]
+    out = Path(out_dir) / f"{name}.csv"
+    write_submission(out, tests[best])
+    validate_submission(out, len(tests[best]))
+    print(f"{out}: {best} (validation kaggle_mse {board.iloc[0]['kaggle_mse']:.3f})")
+    return board, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.ensemble", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default="ensemble")
+    ap.add_argument("--runs", default=str(REPO / "outputs" / "runs"))
+    args = ap.parse_args(argv)
+    try:
+        board, _ = ensemble_and_submit(args.name, args.runs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(board.to_markdown(floatfmt=".3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
