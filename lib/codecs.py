@@ -20,8 +20,6 @@ Decoders:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -191,25 +189,26 @@ def simcc_targets(kp: Tensor, size: tuple[int, int], split_ratio: float, sigma: 
 
 
 def decode_simcc(logits_x: Tensor, logits_y: Tensor, split_ratio: float,
-                 method: str = "soft_argmax", beta: float = 1.0) -> Tensor:
+                 method: str = "soft_argmax", beta: float = 1.0, window: int | None = None) -> Tensor:
     """Keypoints (B, K, 2) in crop pixels from SimCC logits (B, K, W*r) and (B, K, H*r).
 
-    `method`: argmax (the bin centre), or soft_argmax (expectation around the argmax inside a
-    window of +-3 sigma-ish bins, robust to far-away secondary modes).
+    `method`: argmax (the bin centre), or soft_argmax: the expectation of softmax(beta * logits),
+    over the whole axis or, with `window`, only over bins within `window` of the argmax (robust
+    to a far-away second mode).
     """
     def axis(lg: Tensor) -> Tensor:
         lg = lg.detach().float()
-        n = lg.shape[-1]
         idx = lg.argmax(-1)
         if method == "argmax":
             return idx.float()
         if method != "soft_argmax":
             raise ValueError(f"unknown SimCC decoder {method!r}; expected argmax or soft_argmax")
-        bins = torch.arange(n, device=lg.device, dtype=torch.float32)
-        win = max(2, int(math.ceil(2 * split_ratio)))
-        mask = (bins - idx.unsqueeze(-1).float()).abs() <= win
-        p = torch.softmax(torch.where(mask, beta * lg, torch.full_like(lg, -1e9)), dim=-1)
-        return (p * bins).sum(-1)
+        bins = torch.arange(lg.shape[-1], device=lg.device, dtype=torch.float32)
+        z = beta * lg
+        if window is not None:
+            far = (bins - idx.unsqueeze(-1).float()).abs() > window
+            z = z.masked_fill(far, float("-inf"))
+        return (torch.softmax(z, dim=-1) * bins).sum(-1)
 
     bx, by = axis(logits_x), axis(logits_y)
     return torch.stack([(bx + 0.5) / split_ratio - 0.5, (by + 0.5) / split_ratio - 0.5], dim=-1)

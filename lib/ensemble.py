@@ -17,7 +17,7 @@ from scipy.optimize import nnls
 
 from lib import data, io, metrics
 from lib.submit import read_submission, validate_submission, write_submission
-from lib.train import REPO
+from lib import paths
 
 LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
 
@@ -33,10 +33,10 @@ class RunPredictions:
     data_dir: str
 
 
-def load_runs(runs_dir: str | os.PathLike = REPO / "outputs" / "runs") -> list[RunPredictions]:
+def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]:
     """Every run with validation and test predictions (from lib.predict.predict_run)."""
     runs = []
-    for d in sorted(Path(runs_dir).glob("*/")):
+    for d in sorted(Path(runs_dir or paths.runs()).glob("*/")):
         files = [d / f for f in ("val_index.npy", "val_pred.npy", "test_pred.npy", "config.json")]
         if not all(f.exists() for f in files):
             continue
@@ -47,15 +47,14 @@ def load_runs(runs_dir: str | os.PathLike = REPO / "outputs" / "runs") -> list[R
 
 
 def compatible(runs: list[RunPredictions]) -> list[RunPredictions]:
-    """The runs that share the first run's data, validation samples and test set (others are left out)."""
-    if not runs:
-        return []
-    ref = runs[0]
-    keep = [r for r in runs if r.data_dir == ref.data_dir and np.array_equal(r.val_index, ref.val_index)
-            and r.test_pred.shape == ref.test_pred.shape]
+    """The largest group of runs sharing data, validation samples and test set (others are left out)."""
+    groups: dict[tuple, list[RunPredictions]] = {}
+    for r in runs:
+        groups.setdefault((r.data_dir, r.val_index.tobytes(), r.test_pred.shape), []).append(r)
+    keep = max(groups.values(), key=len) if groups else []
     for r in runs:
         if r not in keep:
-            print(f"ensemble: leaving out {r.name}: other data, validation samples or test set than {ref.name}")
+            print(f"ensemble: leaving out {r.name}: other data, validation samples or test set than {keep[0].name}")
     return keep
 
 
@@ -100,22 +99,28 @@ def _scores(val, gt, vis, test, solution) -> dict:
     return out
 
 
-def ensemble_and_submit(name: str = "ensemble", runs_dir: str | os.PathLike = REPO / "outputs" / "runs",
-                        out_dir: str | os.PathLike = REPO / "submissions") -> tuple[pd.DataFrame, Path]:
-    """Leaderboard of every finished run plus ensembles; writes the best entry as submissions/<name>.csv."""
-    runs = compatible(load_runs(runs_dir))
+def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | None = None,
+                        runs_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None
+                        ) -> tuple[pd.DataFrame, Path]:
+    """Leaderboard of the finished runs (on data_dir, if given) plus ensembles; writes the best entry
+    as submissions/<name>.csv and the table as outputs/leaderboard.csv."""
+    runs = load_runs(runs_dir)
+    if data_dir is not None:
+        runs = [r for r in runs if Path(r.data_dir).resolve() == Path(data_dir).resolve()]
+    runs = compatible(runs)
     if not runs:
-        raise FileNotFoundError(f"no finished runs with predictions in {runs_dir}; train one first "
-                                f"(a training notebook, or python -m lib.train then python -m lib.predict)")
-    paths = data.find_data(runs[0].data_dir)
-    cache = data.build_cache(paths.training)
+        raise FileNotFoundError(f"no finished runs with predictions{' on ' + str(data_dir) if data_dir else ''} in "
+                                f"{runs_dir or paths.runs()}; train one first (a training notebook, or "
+                                f"python -m lib.train then python -m lib.predict)")
+    files = data.find_data(runs[0].data_dir)
+    cache = data.build_cache(files.training)
     gt, vis = cache.kp[runs[0].val_index], cache.vis[runs[0].val_index]
-    solution = read_submission(paths.solution) if paths.solution else None
+    solution = read_submission(files.solution) if files.solution else None
     board, tests = leaderboard(runs, gt, vis, solution)
-    with io.atomic_open(REPO / "outputs" / "leaderboard.csv", "w", newline="") as f:
+    with io.atomic_open(paths.outputs() / "leaderboard.csv", "w", newline="") as f:
         board.to_csv(f, index_label="rank")
     best = board.iloc[0]["name"]
-    out = Path(out_dir) / f"{name}.csv"
+    out = Path(out_dir or paths.submissions()) / f"{name}.csv"
     write_submission(out, tests[best])
     validate_submission(out, len(tests[best]))
     print(f"{out}: {best} (validation kaggle_mse {board.iloc[0]['kaggle_mse']:.3f})")
@@ -126,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.ensemble", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default="ensemble")
-    ap.add_argument("--runs", default=str(REPO / "outputs" / "runs"))
+    ap.add_argument("--runs", default=None, help="runs directory (default: outputs/runs)")
+    ap.add_argument("--data-dir", default=None, help="only runs trained on this data directory")
     args = ap.parse_args(argv)
     try:
-        board, _ = ensemble_and_submit(args.name, args.runs)
+        board, _ = ensemble_and_submit(args.name, args.data_dir, args.runs)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import data
+from lib import data, paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = paths.REPO
 NOTEBOOK_DIR = REPO / "notebooks"
-OUTPUT_DIR = REPO / "outputs" / "notebooks"
 # synthetic default per profile: (training images, evaluation images), rendered by lib.synth
 SYNTH_SIZES = {"smoke": (40, 12), "cpu": (4000, 600), "full": (40000, 2700)}
 TRAINING_NOTEBOOKS = ("03_irv2", "04_resnet34", "05_cpm", "06_inception_v3", "07_hm_resnet18")
@@ -45,7 +44,7 @@ def resolve_profile(profile: str) -> str:
 
 
 def synthetic_dir(profile: str) -> Path:
-    return REPO / "data" / ("synthetic" if profile == "cpu" else f"synthetic-{profile}")
+    return paths.data_root() / ("synthetic" if profile == "cpu" else f"synthetic-{profile}")
 
 
 def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", workers: int | None = None) -> Path:
@@ -53,7 +52,7 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     for the profile (rendered and built on first use, with a notice)."""
     if str(data_dir) != "auto":
         return data.find_data(data_dir).root
-    real = REPO / "data"
+    real = paths.data_root()
     if (real / "training.h5").exists() and (real / "testing.h5").exists():
         print(f"data: the real competition files in {real}")
         return real
@@ -77,11 +76,11 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     return out
 
 
-def run_notebook(name: str, parameters: dict, output_dir: Path = OUTPUT_DIR) -> Path:
-    """Execute notebooks/<name>.ipynb headless into output_dir, streaming its output."""
+def run_notebook(name: str, parameters: dict, output_dir: Path | None = None) -> Path:
+    """Execute notebooks/<name>.ipynb headless into outputs/notebooks/, streaming its output."""
     import papermill as pm
 
-    out = output_dir / f"{name}.ipynb"
+    out = (output_dir or paths.outputs() / "notebooks") / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), parameters=parameters,
                         cwd=str(NOTEBOOK_DIR), log_output=True, progress_bar=False, kernel_name="python3")
@@ -115,12 +114,11 @@ def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | 
 def summary() -> str:
     """The leaderboard and where the files are, after a run."""
     lines = []
-    board = REPO / "outputs" / "leaderboard.csv"
+    board = paths.outputs() / "leaderboard.csv"
     if board.exists():
-        lines += ["Validation leaderboard (outputs/leaderboard.csv):", pd.read_csv(board).to_markdown(index=False, floatfmt=".3f")]
-    subs = sorted((REPO / "submissions").glob("*.csv"))
-    lines += [f"submission: {p.relative_to(REPO)}" for p in subs]
-    lines += [f"executed notebooks: {OUTPUT_DIR.relative_to(REPO)}/", "runs: outputs/runs/"]
+        lines += [f"Validation leaderboard ({board}):", pd.read_csv(board).to_markdown(index=False, floatfmt=".3f")]
+    lines += [f"submission: {p}" for p in sorted(paths.submissions().glob("*.csv"))]
+    lines += [f"executed notebooks: {paths.outputs() / 'notebooks'}/", f"runs: {paths.runs()}/"]
     return "\n".join(lines)
 
 
@@ -140,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:  # papermill's execution error names the failing cell
         if type(e).__name__ == "PapermillExecutionError":
-            print(f"error: a notebook failed; its executed copy in {OUTPUT_DIR} shows the cell:\n{e}", file=sys.stderr)
+            print(f"error: a notebook failed; its executed copy in {paths.outputs() / 'notebooks'} shows the cell:\n{e}",
+                  file=sys.stderr)
             return 1
         raise
     print("\n" + summary())

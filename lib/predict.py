@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from lib import data, io, metrics
 from lib.submit import write_submission, validate_submission
-from lib.train import REPO, load_model, resolve_device
+from lib import paths
+from lib.train import load_model, resolve_device
 
 CENTRE = (data.CROP_SIZE - 1) / 2  # pixel-centre coordinates of the crop centre
 
@@ -87,23 +88,23 @@ def predict_run(run_dir: str | os.PathLike, flip: bool = True, rotations: Sequen
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     model = load_model(run_dir, "best")
-    paths = data.find_data(cfg["data_dir"])
-    cache = data.build_cache(paths.training)
+    files = data.find_data(cfg["data_dir"])
+    cache = data.build_cache(files.training)
     val_idx = np.load(run_dir / "val_index.npy")
     val_crops = np.stack([cache.crop[i] for i in val_idx])
     val_pred = predict(model, val_crops, flip, rotations, device=device)
     gt, vis = cache.kp[val_idx], cache.vis[val_idx]
     scores = metrics.summary(val_pred, gt, vis)
-    test_pred = predict(model, data.load_test_crops(paths.testing), flip, rotations, device=device)
+    test_pred = predict(model, data.load_test_crops(files.testing), flip, rotations, device=device)
     io.save_npy(run_dir / "val_pred.npy", val_pred)
     io.save_npy(run_dir / "test_pred.npy", test_pred)
     write_submission(run_dir / "submission.csv", test_pred)
     validate_submission(run_dir / "submission.csv", len(test_pred))
     tta = {"flip": flip, "rotations": list(rotations)}
     result = {"model": cfg["model"], "recipe": cfg["recipe"], "tta": tta, **scores}
-    if paths.solution is not None:
+    if files.solution is not None:
         from lib.submit import read_submission
-        result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(paths.solution, len(test_pred)))
+        result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(files.solution, len(test_pred)))
     io.write_json(run_dir / "val_metrics.json", result)
     with io.atomic_open(run_dir / "per_joint.csv", "w") as f:
         metrics.per_joint(val_pred, gt, vis).to_csv(f)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotations", type=float, nargs="*", default=[])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else REPO / "outputs" / "runs" / args.run
+    run_dir = Path(args.run) if Path(args.run).is_dir() else paths.runs() / args.run
     try:
         result = predict_run(run_dir, not args.no_flip, args.rotations, args.device)
     except (ValueError, FileNotFoundError) as e:

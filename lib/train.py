@@ -28,10 +28,10 @@ import torch
 import torch.distributed as dist
 
 from lib import augment as augment_lib
-from lib import data, io, metrics
+from lib import data, io, metrics, paths
 from lib.models import create_model, list_models
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = paths.REPO
 REPORT_EPOCHS = {"irv2": 108, "resnet34": 55, "cpm": 40, "inception_v3": 40}
 MODERN_EPOCHS = 60
 
@@ -46,7 +46,7 @@ RECIPES: dict[str, dict] = {
 PROFILES: dict[str, dict] = {
     "full": dict(limit_train=None, limit_val=None, budget_minutes=None),  # GPU: the report's epochs
     "cpu": dict(limit_train=None, limit_val=512, budget_minutes=3.0),     # a 2-core machine: minutes
-    "smoke": dict(limit_train=48, limit_val=24, budget_minutes=None, epochs=1),  # tests: seconds
+    "smoke": dict(limit_train=16, limit_val=8, batch_size=8, budget_minutes=None, epochs=1),  # tests: seconds
 }
 
 
@@ -59,7 +59,7 @@ class TrainConfig:
     profile: str = "auto"             # full | cpu | smoke | auto (full on CUDA, else cpu)
     data_dir: str = "auto"            # a dir with training.h5/testing.h5; auto: data/, else data/synthetic
     run: str | None = None            # run name; default <model>_<recipe>_<profile>
-    out_dir: str = "outputs/runs"
+    out_dir: str | None = None        # default: outputs/runs (HANDJOINTS_OUTPUTS moves it)
     resume: bool = True               # continue an unfinished run of the same name
     epochs: int | None = None
     batch_size: int | None = None     # global batch (split across torchrun processes)
@@ -127,10 +127,11 @@ def resolve_data_dir(data_dir: str | os.PathLike) -> Path:
     if str(data_dir) != "auto":
         data.find_data(data_dir)  # raises with instructions when missing
         return Path(data_dir)
-    for candidate in (REPO / "data", REPO / "data" / "synthetic"):
+    root = paths.data_root()
+    for candidate in (root, root / "synthetic"):
         if (candidate / "training.h5").exists() and (candidate / "testing.h5").exists():
             return candidate
-    raise FileNotFoundError(f"no competition files in {REPO / 'data'} or {REPO / 'data' / 'synthetic'}; {data.HOW_TO_GET}")
+    raise FileNotFoundError(f"no competition files in {root} or {root / 'synthetic'}; {data.HOW_TO_GET}")
 
 
 # --------------------------------------------------------------------------- distributed
@@ -288,21 +289,19 @@ def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torc
     cfg = (dataclasses.replace(cfg, **overrides) if cfg else TrainConfig(**overrides)).resolved()
     rank, world, device = _setup_distributed(cfg.device)
     is_main = rank == 0
-    run_dir = REPO / cfg.out_dir / cfg.run if not Path(cfg.out_dir).is_absolute() else Path(cfg.out_dir) / cfg.run
+    run_dir = Path(cfg.out_dir or paths.runs()) / cfg.run
     torch.manual_seed(cfg.seed)
 
     # data: the crop cache, the saved split, profile limits
-    paths = data.find_data(cfg.data_dir)
-    if is_main:
-        cache = data.build_cache(paths.training)
+    files = data.find_data(cfg.data_dir)
+    if is_main:  # the main process builds the cache and the split; the others wait, then read them
+        cache = data.build_cache(files.training)
+        val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
     if world > 1:
         dist.barrier()
-    cache = data.build_cache(paths.training) if not is_main else cache
-    val_mask = data.load_or_make_split(paths.root, cache.image_ids, data.fingerprint(paths.training), cfg.val_fraction) \
-        if is_main else None
-    if world > 1:
-        dist.barrier()
-        val_mask = data.load_or_make_split(paths.root, cache.image_ids, data.fingerprint(paths.training), cfg.val_fraction)
+    if not is_main:
+        cache = data.build_cache(files.training)
+        val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     if cfg.limit_train:  # fixed subsets: every run of a profile sees the same samples
         rng = np.random.default_rng([cfg.seed, 1])

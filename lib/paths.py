@@ -1,0 +1,28 @@
+"""Where the repo reads and writes; environment variables move them (tests use temporary dirs).
+
+HANDJOINTS_DATA         data root (default: data/): real competition files, synthetic sets, caches
+HANDJOINTS_OUTPUTS      outputs root (default: outputs/): runs/, notebooks/, eda/, leaderboard.csv
+HANDJOINTS_SUBMISSIONS  submission CSVs (default: submissions/)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("HANDJOINTS_DATA", REPO / "data"))
+
+
+def outputs() -> Path:
+    return Path(os.environ.get("HANDJOINTS_OUTPUTS", REPO / "outputs"))
+
+
+def runs() -> Path:
+    return outputs() / "runs"
+
+
+def submissions() -> Path:
+    return Path(os.environ.get("HANDJOINTS_SUBMISSIONS", REPO / "submissions"))

@@ -1,0 +1,266 @@
+"""Per-pixel ray casting of round cones and ellipsoids into a z-buffer, and shading.
+
+Every primitive is intersected analytically with the pinhole rays of the pixels inside its
+projected bounding box only (numpy, float64). The buffers keep, per pixel: depth (z in metres),
+mask label, shading class, albedo and surface normal; `shade` lights them afterwards.
+Pixel (i, j) is the ray through image point (u, v) = (j, i).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+NEAR = 0.02  # metres; nothing closer to the camera is drawn
+
+# shading classes: (specular strength, shininess)
+SHADE_CLASSES = {
+    "skin": (0.10, 12.0),
+    "nail": (0.30, 30.0),
+    "cloth": (0.02, 4.0),
+    "matte": (0.04, 6.0),
+    "glossy": (0.45, 40.0),
+}
+CLASS_IDS = {name: i + 1 for i, name in enumerate(SHADE_CLASSES)}
+
+
+@dataclass
+class Surface:
+    """How a primitive is labelled and coloured.
+
+    color: RGB albedo 0..1. palm: second albedo blended in where the normal faces `pdir`
+    (skin: lighter palms). texture: HxWx3 float32 albedo looked up in screen space.
+    """
+    label: int
+    shade: str = "skin"
+    color: np.ndarray | None = None
+    palm: np.ndarray | None = None
+    pdir: np.ndarray | None = None
+    texture: np.ndarray | None = None
+
+
+class Canvas:
+    """Rays of a pinhole camera and the z-buffer being drawn into."""
+
+    def __init__(self, K: np.ndarray, height: int, width: int) -> None:
+        self.K = np.asarray(K, dtype=np.float64)
+        self.h, self.w = height, width
+        fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
+        u = (np.arange(width) - cx) / fx
+        v = (np.arange(height) - cy) / fy
+        x, y = np.meshgrid(u, v)
+        inv = 1.0 / np.sqrt(x * x + y * y + 1.0)
+        self.rays = np.stack([x * inv, y * inv, inv], axis=2)  # unit ray per pixel (H,W,3)
+        self.rz = self.rays[..., 2]
+        self.rays_flat = self.rays.reshape(-1, 3)
+        self.index = np.arange(height * width).reshape(height, width)
+        self.depth = np.full((height, width), np.inf)
+        self.label = np.zeros((height, width), np.uint8)
+        self.cls = np.zeros((height, width), np.uint8)
+        self.albedo = np.zeros((height, width, 3), np.float32)
+        self.normal = np.zeros((height, width, 3), np.float32)
+
+    # ------------------------------------------------------------ helpers
+    def _bbox(self, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Pixel box covering the projection of the axis-aligned box [lo, hi] (None: off-screen)."""
+        if hi[2] <= NEAR:
+            return None
+        if lo[2] <= NEAR:
+            return 0, self.w, 0, self.h
+        xs = np.array([lo[0], hi[0]])
+        ys = np.array([lo[1], hi[1]])
+        zs = np.array([lo[2], hi[2]])
+        K = self.K
+        us = K[0, 0] * xs[:, None] / zs[None, :] + K[0, 2]
+        vs = K[1, 1] * ys[:, None] / zs[None, :] + K[1, 2]
+        x0, x1 = int(np.floor(us.min())), int(np.ceil(us.max())) + 1
+        y0, y1 = int(np.floor(vs.min())), int(np.ceil(vs.max())) + 1
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, self.w), min(y1, self.h)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        return x0, x1, y0, y1
+
+    def _write(self, box: tuple[int, int, int, int], t: np.ndarray, surf: Surface,
+               normal_fn) -> None:
+        """Keep the hits (t, NaN = miss) nearer than the z-buffer; store their attributes."""
+        x0, x1, y0, y1 = box
+        z = t * self.rz[y0:y1, x0:x1]
+        hit = (z < self.depth[y0:y1, x0:x1]) & (z > NEAR)
+        fi = self.index[y0:y1, x0:x1][hit]
+        if not len(fi):
+            return
+        zh = z[hit]
+        self.depth.reshape(-1)[fi] = zh
+        self.label.reshape(-1)[fi] = surf.label
+        self.cls.reshape(-1)[fi] = CLASS_IDS[surf.shade]
+        d = self.rays_flat[fi]
+        n = normal_fn(d * (zh / d[:, 2])[:, None])
+        n /= np.sqrt((n * n).sum(axis=1))[:, None] + 1e-12
+        self.normal.reshape(-1, 3)[fi] = n
+        if surf.texture is not None:
+            alb = surf.texture.reshape(-1, 3)[fi]
+        elif surf.palm is not None and surf.pdir is not None:
+            s = np.clip(0.5 + 1.1 * (n @ surf.pdir), 0.0, 1.0)[:, None]
+            alb = surf.color + (surf.palm - surf.color) * s
+        else:
+            alb = surf.color
+        self.albedo.reshape(-1, 3)[fi] = alb
+
+    # ------------------------------------------------------------ primitives
+    def round_cone(self, pa: np.ndarray, pb: np.ndarray, ra: float, rb: float, surf: Surface) -> None:
+        """Convex hull of the spheres (pa, ra) and (pb, rb) (Quilez's rounded-cone intersection)."""
+        pa = np.asarray(pa, np.float64)
+        pb = np.asarray(pb, np.float64)
+        ba = pb - pa
+        m0 = float(ba @ ba)
+        rr = ra - rb
+        if m0 <= rr * rr + 1e-12:  # one sphere holds the other
+            c, r = (pa, ra) if ra >= rb else (pb, rb)
+            return self.sphere(c, r, surf)
+        rmax = max(ra, rb)
+        lo = np.minimum(pa, pb) - rmax
+        hi = np.maximum(pa, pb) + rmax
+        box = self._bbox(lo, hi)
+        if box is None:
+            return
+        x0, x1, y0, y1 = box
+        oa = -pa
+        m1 = float(ba @ oa)
+        m5 = float(oa @ oa)
+        m7 = float(pb @ pb)
+        d2 = m0 - rr * rr
+        k0 = d2 * m5 - m1 * m1 + m1 * rr * ra * 2.0 - m0 * ra * ra
+        m23 = self.rays[y0:y1, x0:x1] @ np.stack([ba, oa], axis=1)
+        m2, m3 = m23[..., 0], m23[..., 1]
+        m6 = m3 - m2
+        k2 = d2 - m2 * m2
+        k1 = m3 * d2 + m2 * (rr * ra - m1)
+        h = k1 * k1 - k0 * k2
+        tb = (-np.sqrt(h) - k1) / k2
+        y = tb * m2 + (m1 - ra * rr)
+        body = (y > 0) & (y < d2)  # NaN (h < 0) compares False
+        t1 = -m3 - np.sqrt(m3 * m3 - (m5 - ra * ra))
+        t2 = -m6 - np.sqrt(m6 * m6 - (m7 - rb * rb))
+        t = np.where(body, tb, np.fmin(t1, t2))  # NaN where missed
+
+        def normal(p: np.ndarray) -> np.ndarray:
+            q = p - pa
+            yy = q @ ba - ra * rr
+            nb = d2 * q - ba[None, :] * yy[:, None]
+            return np.where((yy <= 0)[:, None], q, np.where((yy >= d2)[:, None], q - ba, nb))
+
+        self._write(box, t, surf, normal)
+
+    def sphere(self, c: np.ndarray, r: float, surf: Surface) -> None:
+        """Sphere of centre c and radius r."""
+        self.ellipsoid(c, np.eye(3) * r, surf)
+
+    def ellipsoid(self, c: np.ndarray, B: np.ndarray, surf: Surface) -> None:
+        """Ellipsoid c + B @ (unit ball); B any invertible 3x3 (rotation, scales, mirror)."""
+        c = np.asarray(c, np.float64)
+        B = np.asarray(B, np.float64)
+        ext = np.sqrt((B * B).sum(axis=1))
+        box = self._bbox(c - ext, c + ext)
+        if box is None:
+            return
+        x0, x1, y0, y1 = box
+        Ai = np.linalg.inv(B)
+        o = -(Ai @ c)
+        loc = self.rays[y0:y1, x0:x1] @ np.concatenate([Ai.T, (Ai.T @ o)[:, None]], axis=1)
+        lx, ly, lz, b = loc[..., 0], loc[..., 1], loc[..., 2], loc[..., 3]
+        a = lx * lx + ly * ly + lz * lz
+        cc = float(o @ o) - 1.0
+        t = (-b - np.sqrt(b * b - a * cc)) / a
+
+        def normal(p: np.ndarray) -> np.ndarray:
+            loc = (p - c) @ Ai.T
+            return loc @ Ai
+
+        self._write(box, t, surf, normal)
+
+
+@dataclass
+class Light:
+    """Key light direction (towards the light, camera frame), colours and strengths."""
+    direction: np.ndarray
+    color: np.ndarray
+    ambient: float
+    ambient_color: np.ndarray
+    fill_direction: np.ndarray
+    fill: float
+    wrap: float = 0.3
+    contact_shadow: float = 0.45
+
+
+def shade(cv: Canvas, light: Light) -> np.ndarray:
+    """Lit RGB (H,W,3) float32 in 0..1 for the covered pixels (zeros elsewhere).
+
+    Wrapped diffuse key light, a fill light, sky-like ambient, Blinn-Phong highlight per shading
+    class, contact shadows and a soft darkening towards silhouettes.
+    """
+    out = np.zeros((cv.h, cv.w, 3), np.float32)
+    fi = cv.index[np.isfinite(cv.depth)]
+    if not len(fi):
+        return out
+    f32 = np.float32
+    n = cv.normal.reshape(-1, 3)[fi]
+    alb = cv.albedo.reshape(-1, 3)[fi]
+    cls = cv.cls.reshape(-1)[fi]
+    v = -cv.rays_flat[fi].astype(f32)
+    ldir = (light.direction / np.linalg.norm(light.direction)).astype(f32)
+    fdir = (light.fill_direction / np.linalg.norm(light.fill_direction)).astype(f32)
+    ndl = n @ ldir
+    diff = np.clip((ndl + f32(light.wrap)) * f32(1.0 / (1.0 + light.wrap)), 0.0, 1.0)
+    fill = np.clip(n @ fdir, 0.0, 1.0) * f32(light.fill)
+    amb = (f32(0.65) - f32(0.35) * n[:, 1]) * f32(light.ambient)  # brighter from above (y down)
+    hv = v + ldir
+    hv /= np.sqrt((hv * hv).sum(axis=1))[:, None]
+    ndh = np.clip((n * hv).sum(axis=1), 0.0, 1.0)
+    table = np.zeros((len(CLASS_IDS) + 1, 2), f32)
+    for name, (k, sh) in SHADE_CLASSES.items():
+        table[CLASS_IDS[name]] = (k, sh)
+    ks, shin = table[cls, 0], table[cls, 1]
+    spec = ks * ndh ** shin * (ndl > 0)
+    ndv = np.clip((n * v).sum(axis=1), 0.0, 1.0)
+    ao = (f32(1.0) - f32(light.contact_shadow) * contact_occlusion(cv).reshape(-1)[fi].astype(f32))
+    ao *= f32(0.72) + f32(0.28) * np.sqrt(ndv)  # soft darkening towards silhouettes
+    col = light.color.astype(f32)
+    lit = alb * ((amb * ao)[:, None] * light.ambient_color.astype(f32) + ((diff + fill) * ao)[:, None] * col)
+    lit += spec[:, None] * col
+    out.reshape(-1, 3)[fi] = lit
+    return out
+
+
+def contact_occlusion(cv: Canvas, reach: int = 7) -> np.ndarray:
+    """(H,W) 0..1: hand pixels lying just behind a nearby, nearer surface of another finger, the
+    palm, the other hand or an object (screen-space contact shadow; a finger curling towards the
+    camera does not darken itself)."""
+    out = np.zeros((cv.h, cv.w), np.float64)
+    hand = cv.label >= 2
+    if not hand.any():
+        return out
+    ys, xs = np.nonzero(hand)
+    y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, cv.h)
+    x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, cv.w)
+    lab = cv.label[y0:y1, x0:x1].astype(np.int32)
+    d = np.where(np.isfinite(cv.depth[y0:y1, x0:x1]), cv.depth[y0:y1, x0:x1], 1e3).astype(np.float32)
+    grp = np.zeros_like(lab)
+    h = lab >= 2
+    grp[h] = 1 + ((lab[h] - 2) // 16) * 6 + np.minimum(((lab[h] - 2) % 16) // 3, 5)
+    kernel = np.ones((reach, reach), np.uint8)
+    m1 = np.full(d.shape, np.float32(1e3))
+    m2 = m1.copy()
+    a1 = np.full(d.shape, -1, np.int32)
+    for g in np.unique(grp):
+        e = cv2.erode(np.where(grp == g, d, np.float32(1e3)), kernel)
+        better = e < m1
+        m2 = np.where(better, m1, np.minimum(m2, e))
+        a1 = np.where(better, g, a1)
+        m1 = np.minimum(m1, e)
+    other = np.where(a1 == grp, m2, m1)
+    gap = (d - other).astype(np.float64)
+    occ = np.clip(gap / 0.012, 0.0, 1.0) * np.clip(1.0 - (gap - 0.04) / 0.08, 0.0, 1.0)
+    out[y0:y1, x0:x1] = np.where(h, occ, 0.0)
+    return out

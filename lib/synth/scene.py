@@ -1,0 +1,549 @@
+"""Scenes: an RHD-like camera, one or two posed hands with forearms, people and occluders,
+lighting, backgrounds and camera effects; `render_image` turns a seed into one sample.
+
+A scene is sampled first (geometry, skin, placement: `sample_scene`) and drawn afterwards with
+the same random stream (`render_scene`), so joints, K and radii can be recomputed cheaply from
+the seed alone (used to resume a dataset).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import backgrounds
+from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, rot_x, rot_y,
+                   rot_z, sample_pose, sample_shape)
+from .render import NEAR, Canvas, Light, Surface, shade
+
+IMAGE_SIZE = 320
+FOCAL_RANGE = (280.0, 300.0)
+BBOX_RANGE = (25.0, 200.0)       # hand bounding box (longest side of its keypoints), pixels
+TWO_HANDS_P = 0.45
+BODY_P = 0.55                    # a person-like body behind the hands
+OCCLUDER_P = 0.25                # objects between the camera and a hand
+HELD_OBJECT_P = 0.5              # an object in a grasping hand
+FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the image
+OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
+DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
+DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
+SIDES = ("left", "right")
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+# RHD mask ids: 0 background, 1 person/other; per hand thumb, index, middle, ring, little with
+# 3 ids each (tip segment, middle, base), then the palm: left 2..16 + palm 17, right 18..32 + 33
+BACKGROUND_ID, PERSON_ID = 0, 1
+LEFT_IDS = range(2, 18)
+RIGHT_IDS = range(18, 34)
+
+SKIN_TONES = np.array([
+    [0.97, 0.82, 0.72], [0.94, 0.76, 0.63], [0.88, 0.68, 0.54], [0.80, 0.59, 0.43],
+    [0.68, 0.47, 0.32], [0.55, 0.36, 0.23], [0.42, 0.27, 0.17], [0.30, 0.19, 0.12],
+])
+
+
+def mask_id(side: str, part: int) -> int:
+    """RHD mask id of a hand part (-1 forearm/other, 0 palm, 1 + 3f + k finger f segment k)."""
+    if part < 0:
+        return PERSON_ID
+    off = 0 if side == "left" else 16
+    return off + (17 if part == 0 else 1 + part)
+
+
+def as_rng(seed_or_rng: int | np.random.SeedSequence | np.random.Generator) -> np.random.Generator:
+    """A numpy Generator from a seed, SeedSequence or Generator (returned as is)."""
+    if isinstance(seed_or_rng, np.random.Generator):
+        return seed_or_rng
+    return np.random.default_rng(seed_or_rng)
+
+
+def project(xyz: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pinhole projection (N,3) -> (N,2) pixels."""
+    xyz = np.asarray(xyz, np.float64)
+    p = xyz @ np.asarray(K, np.float64).T
+    return p[:, :2] / p[:, 2:3]
+
+
+def camera_matrix(focal: float, size: int = IMAGE_SIZE) -> np.ndarray:
+    """3x3 intrinsics with the principal point at the image centre."""
+    c = size / 2.0
+    return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """Uniformly distributed 3D rotation."""
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+@dataclass
+class SceneHand:
+    """A hand in the camera frame: camera point = R @ (M @ hand point) + t (M mirrors a left hand)."""
+    side: str
+    model: HandModel
+    R: np.ndarray
+    t: np.ndarray
+    present: bool = True
+    sleeve: float | None = None
+    skin: np.ndarray = field(default_factory=lambda: SKIN_TONES[2].copy())
+    palm: np.ndarray = field(default_factory=lambda: SKIN_TONES[1].copy())
+    held: list[Prim] = field(default_factory=list)   # objects in the hand (hand frame)
+
+    @property
+    def linear(self) -> np.ndarray:
+        return self.R @ MIRROR if self.side == "left" else self.R
+
+    def to_camera(self, p: np.ndarray) -> np.ndarray:
+        return np.asarray(p) @ self.linear.T + self.t
+
+    @property
+    def xyz(self) -> np.ndarray:
+        return self.to_camera(self.model.joints)
+
+
+@dataclass
+class Extra:
+    """A non-hand solid (body, occluder): a Prim in camera coordinates and how it looks."""
+    prim: Prim
+    color: np.ndarray | None = None
+    shade: str = "matte"
+    textured: bool = False
+    texture_slot: int = 0
+
+
+@dataclass
+class Scene:
+    K: np.ndarray
+    size: int
+    hands: dict[str, SceneHand]
+    extras: list[Extra] = field(default_factory=list)
+    n_textures: int = 0
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """(42,3) joints, left hand then right hand."""
+        return np.concatenate([self.hands["left"].xyz, self.hands["right"].xyz])
+
+    @property
+    def radii(self) -> np.ndarray:
+        """(42,) surface radius around each joint (visibility tolerance)."""
+        return np.concatenate([self.hands["left"].model.radii, self.hands["right"].model.radii])
+
+
+# ---------------------------------------------------------------- placement
+def forearm_direction(pose: Pose) -> np.ndarray:
+    """Unit vector wrist -> elbow in the hand frame."""
+    fl, fd = pose.wrist
+    return rot_x(-fl) @ rot_z(fd) @ np.array([0.0, -1.0, 0.0])
+
+
+def sample_orientation(rng: np.random.Generator, side: str, pose: Pose) -> np.ndarray:
+    """Random global rotation; the forearm rarely points at the camera."""
+    M = MIRROR if side == "left" else np.eye(3)
+    for _ in range(30):
+        R = random_rotation(rng)
+        arm = R @ M @ forearm_direction(pose)
+        if arm[2] > -0.45 or rng.random() < 0.08:
+            return R
+    return R
+
+
+def place_hand(points: np.ndarray, K: np.ndarray, size_px: float, center: tuple[float, float],
+               min_depth: float = 0.15) -> np.ndarray:
+    """Translation putting `points` (rotated, hand origin at 0) at a keypoint box of size_px around center."""
+    f, c = K[0, 0], K[0, 2]
+    ext = max(np.ptp(points[:, 0]), np.ptp(points[:, 1]), 1e-3)
+    pz_mean, pz_min = float(points[:, 2].mean()), float(points[:, 2].min())
+    zc = max(f * ext / size_px, min_depth - pz_min + pz_mean)
+    mid = (points.min(axis=0) + points.max(axis=0)) / 2
+    t = np.array([(center[0] - c) * zc / f - mid[0], (center[1] - c) * zc / f - mid[1], zc - pz_mean])
+    for _ in range(4):
+        uv = project(points + t, K)
+        zc = t[2] + pz_mean
+        zc = max(zc * float(np.ptp(uv, axis=0).max()) / size_px, min_depth - pz_min + pz_mean)
+        t[2] = zc - pz_mean
+        uv = project(points + t, K)
+        t[:2] += (np.asarray(center) - (uv.min(axis=0) + uv.max(axis=0)) / 2) * zc / f
+    return t
+
+
+def _nudge_inside(hand: SceneHand, K: np.ndarray, size: int, margin: float = 1.0) -> None:
+    """Shift a hand sideways so that all its keypoints project inside the image."""
+    for _ in range(6):
+        uv = project(hand.xyz, K)
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        shift = np.where(lo < margin, margin - lo, 0.0) + np.where(hi > size - 1 - margin, size - 1 - margin - hi, 0.0)
+        if not shift.any():
+            return
+        z = float(hand.xyz[:, 2].mean())
+        hand.t[:2] += (shift + np.sign(shift) * 0.5) * z / K[0, 0]
+
+
+def _center_for(rng: np.random.Generator, box_wh: np.ndarray, size: int, inside: bool) -> np.ndarray:
+    """A keypoint box centre: inside the image (often at its border) or anywhere."""
+    if not inside:
+        return rng.uniform(-0.1 * size, 1.1 * size, 2)
+    c = np.empty(2)
+    for a in range(2):
+        lo, hi = box_wh[a] / 2 + 3, size - 1 - box_wh[a] / 2 - 3
+        if hi <= lo:
+            c[a] = size / 2
+        elif rng.random() < 0.2:
+            c[a] = lo if rng.random() < 0.5 else hi
+        else:
+            c[a] = rng.uniform(lo, hi)
+    return c
+
+
+def _box_size(rng: np.random.Generator) -> float:
+    """Hand keypoint box size in pixels: 25..200, mostly below 128."""
+    return BBOX_RANGE[0] + (BBOX_RANGE[1] - BBOX_RANGE[0]) * rng.beta(1.3, 2.6)
+
+
+def _skin(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Back-of-hand and palm albedo across the human range (palms are lighter)."""
+    x = rng.beta(1.2, 1.7) * (len(SKIN_TONES) - 1)  # all tones, lighter ones more often
+    i = int(min(x, len(SKIN_TONES) - 2))
+    back = SKIN_TONES[i] + (SKIN_TONES[i + 1] - SKIN_TONES[i]) * (x - i)
+    back = np.clip(back * rng.uniform(0.93, 1.07, 3) * rng.uniform(0.9, 1.1), 0, 1)
+    palm_target = np.array([0.92, 0.72, 0.62])
+    palm = back + (palm_target - back) * (0.12 + 0.3 * x / (len(SKIN_TONES) - 1))
+    return back, palm
+
+
+def _make_hand(rng: np.random.Generator, side: str, shape, skin) -> SceneHand:
+    pose = sample_pose(rng)
+    model = forward_kinematics(shape, pose)
+    R = sample_orientation(rng, side, pose)
+    sleeve = float(rng.uniform(0.03, 0.2)) if rng.random() < 0.5 else None
+    hand = SceneHand(side, model, R, np.zeros(3), True, sleeve, skin[0], skin[1])
+    if pose.kind == "grasp" and rng.random() < HELD_OBJECT_P:
+        s = shape.scale
+        if rng.random() < 0.5:  # a bar across the palm
+            r = rng.uniform(0.014, 0.024) * s
+            c = np.array([-0.004, 0.075, 0.012 + r]) * np.array([1, s, 1])
+            d = np.array([1.0, rng.normal(0, 0.2), 0.0]) * rng.uniform(0.05, 0.09)
+            hand.held.append(Prim("cone", c + d, c - d, r, r * rng.uniform(0.8, 1.2), part=-1, material="held"))
+        else:
+            r = rng.uniform(0.022, 0.036) * s
+            hand.held.append(Prim("ell", np.array([0.0, 0.07 * s, 0.008 + r]), np.eye(3) * r, part=-1,
+                                  material="held"))
+    return hand
+
+
+def _hand_box(hand: SceneHand, K: np.ndarray) -> tuple[np.ndarray, float, float]:
+    uv = project(hand.xyz, K)
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    return (lo + hi) / 2, float(max(hi - lo)), float(hand.xyz[:, 2].min())
+
+
+def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
+    """Random camera, hands (pose, shape, orientation, placement), bodies and occluders."""
+    K = camera_matrix(float(rng.uniform(*FOCAL_RANGE)), size)
+    shape = sample_shape(rng)
+    skin = _skin(rng)
+    n_present = 2 if rng.random() < TWO_HANDS_P else 1
+    first = SIDES[int(rng.integers(2))]
+    order = [first, "right" if first == "left" else "left"]
+    hands: dict[str, SceneHand] = {}
+    for k, side in enumerate(order):
+        hand = _make_hand(rng, side, shape, skin)
+        pts = hand.to_camera(hand.model.joints)  # t = 0
+        ext = np.ptp(pts, axis=0)
+        if k == 0:
+            s_px = _box_size(rng)
+            inside = rng.random() < FULLY_INSIDE_P
+            center = _center_for(rng, ext[:2] / max(ext[:2]) * s_px, size, inside)
+        elif k < n_present:
+            c0, s0, _ = _hand_box(hands[order[0]], K)
+            s_px = float(np.clip(s0 * rng.uniform(0.8, 1.25), *BBOX_RANGE))
+            inside = rng.random() < 0.6
+            if rng.random() < 0.4:  # interacting: overlapping the first hand
+                center = c0 + rng.normal(0, 0.45 * s0, 2)
+                inside = False
+            else:
+                center = _center_for(rng, ext[:2] / max(ext[:2]) * s_px, size, inside)
+        else:  # absent: far left of the image, same depth as the first hand
+            hand.present = False
+            s_px = _hand_box(hands[order[0]], K)[1]
+            center = np.array([OFFSCREEN_U, size / 2])
+            inside = False
+        hand.t = place_hand(pts, K, s_px, (float(center[0]), float(center[1])))
+        if inside:
+            _nudge_inside(hand, K, size)
+        if not hand.present:
+            uv = project(hand.xyz, K)
+            if uv[:, 0].max() > -50:
+                hand.t[0] -= (uv[:, 0].max() + 50) * hand.t[2] / K[0, 0]
+        hands[side] = hand
+    scene = Scene(K, size, hands)
+    present = [h for h in hands.values() if h.present]
+    if rng.random() < BODY_P:
+        _add_body(rng, scene, present)
+    for h in present:
+        _add_upper_arm(rng, scene, h)
+    if rng.random() < OCCLUDER_P:
+        _add_occluders(rng, scene, present)
+    return scene
+
+
+def _new_texture(scene: Scene) -> int:
+    scene.n_textures += 1
+    return scene.n_textures - 1
+
+
+def _look(rng: np.random.Generator, scene: Scene, p_texture: float = 0.5) -> dict:
+    if rng.random() < p_texture and scene.n_textures < 3:
+        return dict(textured=True, texture_slot=_new_texture(scene), shade=str(rng.choice(["cloth", "matte"])))
+    return dict(color=backgrounds._color(rng, 0.8), shade=str(rng.choice(["cloth", "matte", "glossy"])))
+
+
+def _backproject(uv: np.ndarray, z: float, K: np.ndarray) -> np.ndarray:
+    return np.array([(uv[0] - K[0, 2]) * z / K[0, 0], (uv[1] - K[1, 2]) * z / K[1, 1], z])
+
+
+def _add_body(rng: np.random.Generator, scene: Scene, present: list[SceneHand]) -> None:
+    """A person-like body (torso, neck, head, hair) behind the hands."""
+    zmax = max(h.xyz[:, 2].max() for h in present)
+    z = zmax + rng.uniform(0.08, 0.6)
+    c = _backproject(rng.uniform(0.0, 1.0, 2) * scene.size, z + 0.1, scene.K)
+    Rb = rot_z(rng.normal(0, 0.25)) @ rot_y(rng.uniform(-0.9, 0.9))
+    s = rng.uniform(0.85, 1.15)
+    cloth = _look(rng, scene, 0.6)
+    scene.extras.append(Extra(Prim("ell", c, Rb @ np.diag([0.17, 0.30, 0.11]) * s, part=-1), **cloth))
+    skin = present[0].skin if present else SKIN_TONES[3]
+    neck = c + Rb @ np.array([0.0, -0.30, 0.0]) * s
+    head = c + Rb @ np.array([0.0, -0.42, 0.0]) * s
+    scene.extras.append(Extra(Prim("cone", c + Rb @ np.array([0, -0.2, 0]) * s, neck, 0.055 * s, 0.05 * s, part=-1),
+                              color=skin, shade="skin"))
+    scene.extras.append(Extra(Prim("ell", head, Rb @ np.diag([0.08, 0.105, 0.095]) * s, part=-1),
+                              color=skin, shade="skin"))
+    hair = backgrounds._color(rng, 0.5) * 0.35
+    scene.extras.append(Extra(Prim("ell", head + Rb @ np.array([0.0, -0.025, 0.02]) * s,
+                                   Rb @ np.diag([0.088, 0.1, 0.095]) * s, part=-1), color=hair, shade="glossy"))
+    # legs / skirt below the torso
+    hip = c + Rb @ np.array([0.0, 0.26, 0.0]) * s
+    for sgn in (-1, 1):
+        knee = hip + Rb @ np.array([0.09 * sgn, 0.45, rng.normal(0, 0.1)]) * s
+        scene.extras.append(Extra(Prim("cone", hip + Rb @ np.array([0.08 * sgn, 0, 0]) * s, knee, 0.085 * s,
+                                       0.06 * s, part=-1), **cloth))
+
+
+def _add_upper_arm(rng: np.random.Generator, scene: Scene, hand: SceneHand) -> None:
+    """Upper arm from the elbow, mostly away from the camera, in the sleeve colour."""
+    sc = hand.model.shape.scale
+    d = hand.linear @ forearm_direction(hand.model.pose)
+    elbow = hand.t + d * 0.26 * sc
+    away = d + np.array([0.0, 0.0, 1.0]) * rng.uniform(0.3, 1.5) + rng.normal(0, 0.5, 3)
+    away /= np.linalg.norm(away)
+    shoulder = elbow + away * 0.28 * sc
+    look = dict(color=hand.skin, shade="skin") if hand.sleeve is None else dict(shade="cloth")
+    scene.extras.append(Extra(Prim("cone", elbow, shoulder, 0.031 * sc, 0.04 * sc, part=-1,
+                                   material="sleeve_of_" + hand.side), **look))
+
+
+def _add_occluders(rng: np.random.Generator, scene: Scene, present: list[SceneHand]) -> None:
+    """1-2 objects between the camera and a hand: balls, eggs, sticks."""
+    for _ in range(int(rng.integers(1, 3))):
+        hand = present[int(rng.integers(len(present)))]
+        c_uv, s_px, zmin = _hand_box(hand, scene.K)
+        z = max(zmin * rng.uniform(0.4, 0.92), 0.08)
+        c = _backproject(c_uv + rng.normal(0, 0.5 * s_px, 2), z, scene.K)
+        r = rng.uniform(0.1, 0.4) * s_px * z / scene.K[0, 0]
+        kind = rng.integers(3)
+        look = _look(rng, scene, 0.3)
+        if kind == 0:
+            prim = Prim("ell", c, np.eye(3) * r, part=-1)
+        elif kind == 1:
+            prim = Prim("ell", c, random_rotation(rng) @ np.diag(rng.uniform(0.4, 1.3, 3)) * r, part=-1)
+        else:
+            d = rng.normal(size=3)
+            d *= rng.uniform(2, 6) * r / np.linalg.norm(d)
+            rr = r * rng.uniform(0.25, 0.5)
+            prim = Prim("cone", c - d, c + d, rr, rr * rng.uniform(0.7, 1.3), part=-1)
+        scene.extras.append(Extra(prim, **look))
+
+
+# ---------------------------------------------------------------- drawing
+def _draw(cv: Canvas, p: Prim, surf: Surface) -> None:
+    if p.kind == "cone":
+        cv.round_cone(p.a, p.b, p.ra, p.rb, surf)
+    else:
+        cv.ellipsoid(p.a, p.b, surf)
+
+
+def _draw_hand(cv: Canvas, hand: SceneHand, textures: dict, rng: np.random.Generator) -> None:
+    L = hand.linear
+    nail = hand.skin + (np.array([0.96, 0.86, 0.84]) - hand.skin) * 0.4
+    sleeve = textures.get("sleeve_" + hand.side)
+    for p in hand_primitives(hand.model, hand.sleeve) + hand.held:
+        if p.kind == "cone":
+            q = Prim("cone", hand.to_camera(p.a), hand.to_camera(p.b), p.ra, p.rb)
+        else:
+            q = Prim("ell", hand.to_camera(p.a), L @ p.b)
+        label = mask_id(hand.side, p.part)
+        pdir = None if p.pdir is None else L @ p.pdir
+        if p.material == "skin":
+            surf = Surface(label, "skin", hand.skin, hand.palm, pdir)
+        elif p.material == "arm":
+            surf = Surface(label, "skin", hand.skin, (hand.skin + hand.palm) / 2, pdir)
+        elif p.material == "nail":
+            surf = Surface(label, "nail", nail)
+        elif p.material == "sleeve":
+            surf = Surface(label, "cloth", sleeve[0], texture=sleeve[1])
+        else:  # held object
+            surf = Surface(label, str(rng.choice(["glossy", "matte"])), backgrounds._color(rng, 0.8))
+        _draw(cv, q, surf)
+
+
+def _draw_all(cv: Canvas, scene: Scene, textures: dict, tex: list, rng: np.random.Generator) -> None:
+    for side in SIDES:
+        if scene.hands[side].present:
+            _draw_hand(cv, scene.hands[side], textures, rng)
+    for e in scene.extras:
+        if e.prim.material.startswith("sleeve_of_") and e.shade == "cloth":
+            col, t = textures["sleeve_" + e.prim.material[len("sleeve_of_"):]]
+            surf = Surface(PERSON_ID, "cloth", col, texture=t)
+        elif e.textured:
+            surf = Surface(PERSON_ID, e.shade, texture=tex[e.texture_slot])
+        else:
+            surf = Surface(PERSON_ID, e.shade, e.color)
+        _draw(cv, e.prim, surf)
+
+
+def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Draw a sampled scene: background, hands, extras, lighting, camera effects; ground truth."""
+    size = scene.size
+    bg = backgrounds.background(rng, size, size)
+    tex = [backgrounds.texture(rng, size, size) for _ in range(scene.n_textures)]
+    textures: dict = {}
+    for side in SIDES:
+        if rng.random() < 0.4:
+            textures["sleeve_" + side] = (None, backgrounds.texture(rng, size, size))
+        else:
+            textures["sleeve_" + side] = (backgrounds._color(rng, 0.7), None)
+    cv = Canvas(scene.K, size, size)
+    with np.errstate(invalid="ignore", divide="ignore"):  # rays that miss give NaN
+        _draw_all(cv, scene, textures, tex, rng)
+    light = _sample_light(rng)
+    lit = shade(cv, light)
+    covered = np.isfinite(cv.depth)
+    img = np.where(covered[..., None], lit, bg)
+    color = _camera_effects(rng, img)
+    depth = quantize_depth(cv.depth)
+    mask = cv.label.copy()
+    xyz = scene.xyz
+    vis = visibility(xyz, scene.K, mask, depth, scene.radii)
+    uv = project(xyz, scene.K)
+    return dict(color=color, mask=mask, depth=depth,
+                uv_vis=np.concatenate([uv, vis[:, None]], axis=1).astype(np.float32),
+                xyz=xyz.astype(np.float32), K=scene.K.astype(np.float32))
+
+
+def _sample_light(rng: np.random.Generator) -> Light:
+    d = rng.normal(size=3) + np.array([0.0, -0.6, -1.3])
+    tint = np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2)
+    return Light(direction=d, color=tint * rng.uniform(0.65, 1.0), ambient=rng.uniform(0.25, 0.5),
+                 ambient_color=np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2),
+                 fill_direction=rng.normal(size=3) + np.array([0, 0, -1.0]), fill=rng.uniform(0.0, 0.25),
+                 wrap=rng.uniform(0.1, 0.5))
+
+
+def _camera_effects(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Mild blur (also anti-aliases the edges), sensor noise, exposure and gamma -> uint8 RGB."""
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), float(rng.uniform(0.45, 1.0)))
+    if rng.random() < 0.1:  # motion blur
+        k = int(rng.integers(3, 7))
+        ker = np.zeros((k, k), np.float32)
+        a = rng.uniform(0, np.pi)
+        cv2.line(ker, (int(k / 2 - np.cos(a) * k / 2), int(k / 2 - np.sin(a) * k / 2)),
+                 (int(k / 2 + np.cos(a) * k / 2), int(k / 2 + np.sin(a) * k / 2)), 1.0, 1)
+        img = cv2.filter2D(img, -1, ker / ker.sum())
+    h, w = img.shape[:2]
+    noise = rng.standard_normal((h // 2, w // 2, 3), dtype=np.float32)
+    noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    img = img * np.float32(255.0) + noise * np.float32(rng.uniform(0.5, 4.0) * 1.6)
+    img8 = np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8)
+    gain, gamma = rng.uniform(0.6, 1.25), rng.uniform(0.85, 1.2)
+    lut = np.clip((np.clip(np.arange(256) / 255.0 * gain, 0, 1) ** gamma) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(img8, lut)
+
+
+# ---------------------------------------------------------------- ground truth
+def quantize_depth(depth: np.ndarray) -> np.ndarray:
+    """Depth (m, inf = background) as RHD stores it: 16 bit over 0..5 m, returned as float32 metres."""
+    return decode_depth(encode_depth(depth))
+
+
+def encode_depth(depth: np.ndarray) -> np.ndarray:
+    """(H,W) metres -> (H,W,3) uint8 RGB with the top 8 bits in R, the low 8 bits in G."""
+    q = np.clip(np.nan_to_num(np.asarray(depth, np.float64), posinf=DEPTH_MAX) / DEPTH_SCALE * 65536.0 + 0.5,
+                0, 65535).astype(np.uint16)
+    out = np.zeros(q.shape + (3,), np.uint8)
+    out[..., 0] = q >> 8
+    out[..., 1] = q & 255
+    return out
+
+
+def decode_depth(rgb: np.ndarray) -> np.ndarray:
+    """(H,W,3) RHD depth RGB -> metres float32."""
+    rgb = np.asarray(rgb)
+    return ((rgb[..., 0].astype(np.float32) * 256 + rgb[..., 1]) / 65536.0 * DEPTH_SCALE).astype(np.float32)
+
+
+def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray, depth: np.ndarray,
+               radii: np.ndarray, tol: float = 0.004) -> np.ndarray:
+    """(42,) 0/1: joint inside the image, its pixel labelled as its own hand, and the surface seen
+    there no nearer than the joint's depth minus its surface radius (1.2 r + tol)."""
+    xyz = np.asarray(xyz, np.float64)
+    h, w = mask.shape
+    uv = project(xyz, K)
+    j = np.floor(uv[:, 0] + 0.5)
+    i = np.floor(uv[:, 1] + 0.5)
+    inside = (xyz[:, 2] > NEAR) & (j >= 0) & (j < w) & (i >= 0) & (i < h)
+    vis = np.zeros(len(xyz), np.float64)
+    for k in np.nonzero(inside)[0]:
+        lab = int(mask[int(i[k]), int(j[k])])
+        own = LEFT_IDS if k < 21 else RIGHT_IDS
+        if lab in own and depth[int(i[k]), int(j[k])] >= xyz[k, 2] - (1.2 * radii[k] + tol):
+            vis[k] = 1.0
+    return vis
+
+
+def render_image(seed_or_rng: int | np.random.SeedSequence | np.random.Generator = 0,
+                 size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """One random RHD-style sample: color (HxWx3 uint8 RGB), mask (HxW uint8), depth (HxW float32 m),
+    uv_vis (42,3), xyz (42,3), K (3,3)."""
+    rng = as_rng(seed_or_rng)
+    return render_scene(sample_scene(rng, size), rng)
+
+
+def single_hand_scene(pose: Pose, R: np.ndarray, distance: float = 0.45, side: str = "right",
+                      shape=None, focal: float = 290.0, size: int = IMAGE_SIZE,
+                      center: tuple[float, float] | None = None) -> Scene:
+    """A scene with one specified hand (pose, rotation R, wrist at `distance` m) and no extras.
+
+    The hand's keypoint box is centred in the image unless `center` is given; the other hand is
+    off-screen. Draw it with `render_scene(scene, rng)`.
+    """
+    from .hand import HandShape
+    K = camera_matrix(focal, size)
+    shape = shape or HandShape()
+    hands = {}
+    for s in SIDES:
+        model = forward_kinematics(shape, pose)
+        hand = SceneHand(s, model, np.asarray(R, np.float64), np.array([0.0, 0.0, distance]), s == side)
+        if s == side:
+            uv = project(hand.xyz, K)
+            c = np.array(center if center is not None else (size / 2, size / 2))
+            hand.t[:2] += (c - (uv.min(axis=0) + uv.max(axis=0)) / 2) * distance / focal
+        else:
+            hand.t[0] = (OFFSCREEN_U - K[0, 2]) * distance / focal
+        hands[s] = hand
+    return Scene(K, size, hands)

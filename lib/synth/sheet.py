@@ -1,0 +1,92 @@
+"""Contact sheet: synthetic renders with skeleton overlays beside real RHD frames (when present)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lib.io import atomic_open
+from lib.joints import EDGES, FINGER_OF, JOINT_COLORS, FINGER_COLORS
+
+from .scene import render_image
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO.parent / "shared" / "reference" / "rhd_samples"
+
+
+def draw_skeleton(img: np.ndarray, kp: np.ndarray, thickness: int = 1, radius: int = 2) -> np.ndarray:
+    """Draw one hand's 21 keypoints [u, v, visible] (RHD order) on an RGB image (in place).
+
+    Bones in finger colours; visible joints filled, hidden joints hollow.
+    """
+    kp = np.asarray(kp, np.float64)
+    h, w = img.shape[:2]
+    if not ((kp[:, 0] > -w) & (kp[:, 0] < 2 * w) & (kp[:, 1] > -h) & (kp[:, 1] < 2 * h)).any():
+        return img
+    P = lambda p: (int(round(p[0] * 4)), int(round(p[1] * 4)))  # noqa: E731  (shift=2: 1/4 px)
+    for a, b in EDGES:
+        col = FINGER_COLORS[FINGER_OF[b]]
+        cv2.line(img, P(kp[a]), P(kp[b]), col, thickness, cv2.LINE_AA, shift=2)
+    for j in range(len(kp)):
+        col = JOINT_COLORS[j]
+        cv2.circle(img, P(kp[j]), radius * 4, col, -1 if kp[j, 2] > 0 else 1, cv2.LINE_AA, shift=2)
+    return img
+
+
+def _label(img: np.ndarray, text: str) -> None:
+    cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray]]:
+    """The real RHD frames with their overlays, or [] when the reference folder is absent."""
+    js = reference / "test_rhd.json"
+    if not js.is_file():
+        return []
+    meta = json.loads(js.read_text())
+    names = {im["id"]: im["file_name"] for im in meta["images"]}
+    out = []
+    for ann in meta["annotations"]:
+        name = names[ann["image_id"]]
+        bgr = cv2.imread(str(reference / name), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        img = np.ascontiguousarray(bgr[:, :, ::-1])
+        draw_skeleton(img, np.array(ann["keypoints"], np.float64).reshape(21, 3))
+        _label(img, f"real RHD {name}")
+        out.append((name, img))
+    return out
+
+
+def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4) -> Path:
+    """Write a PNG: n synthetic renders (4 columns) with overlays, then a column of real RHD frames."""
+    out_png = Path(out_png)
+    tiles = []
+    for i in range(n):
+        s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
+        img = s["color"].copy()
+        for hand in range(2):
+            draw_skeleton(img, s["uv_vis"][21 * hand:21 * hand + 21])
+        nvis = int(s["uv_vis"][:, 2].sum())
+        _label(img, f"synth {seed}/{i}  vis {nvis}")
+        tiles.append(img)
+    size = tiles[0].shape[0]
+    rows = -(-n // cols)
+    real = real_frames()
+    if not real:
+        print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
+    height = max(rows, len(real)) * size
+    sheet = np.full((height, (cols + (1 if real else 0)) * size, 3), 40, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
+    for k, (_, img) in enumerate(real):
+        sheet[k * size:(k + 1) * size, cols * size:(cols + 1) * size] = img
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(sheet[:, :, ::-1]))
+    if not ok:
+        raise RuntimeError(f"could not encode the contact sheet for {out_png}")
+    with atomic_open(out_png, "wb") as f:
+        f.write(buf.tobytes())
+    return out_png

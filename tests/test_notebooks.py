@@ -1,0 +1,69 @@
+"""Every notebook headless with papermill under the smoke profile, and the files each one promises."""
+import json
+
+import numpy as np
+import pytest
+
+from lib import pipeline
+from lib.submit import validate_submission
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    mp = pytest.MonkeyPatch()
+    for var, sub in (("HANDJOINTS_DATA", "data"), ("HANDJOINTS_OUTPUTS", "outputs"), ("HANDJOINTS_SUBMISSIONS", "subs")):
+        mp.setenv(var, str(root / sub))
+    timings = pipeline.run(profile="smoke")
+    yield root, timings
+    mp.undo()
+
+
+def test_pipeline_runs_every_notebook(workspace):
+    root, timings = workspace
+    assert timings["step"].tolist() == ["data"] + pipeline.notebooks()
+    assert len(pipeline.notebooks()) == 8
+    for name in pipeline.notebooks():
+        executed = json.loads((root / "outputs" / "notebooks" / f"{name}.ipynb").read_text())
+        errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, name
+
+
+def test_eda_and_augmentation_figures(workspace):
+    root, _ = workspace
+    for png in ("sizes", "visibility", "positions", "hand_sizes", "bones", "samples", "test_preview"):
+        assert (root / "outputs" / "eda" / f"{png}.png").stat().st_size > 1000, png
+    for f in ("side_by_side.png", "each_op.png", "rollback_stats.csv"):
+        assert (root / "outputs" / "augmentation" / f).exists(), f
+
+
+@pytest.mark.parametrize("notebook", pipeline.TRAINING_NOTEBOOKS)
+def test_training_notebook_outputs(workspace, notebook):
+    root, _ = workspace
+    runs = list((root / "outputs" / "runs").glob(f"{notebook[3:]}_*_smoke"))
+    assert len(runs) == 1, runs
+    run = runs[0]
+    for f in ("config.json", "log.csv", "best.pt", "last.pt", "curves.png", "worst.png", "val_pred.npy",
+              "test_pred.npy", "val_metrics.json", "per_joint.csv", "submission.csv"):
+        assert (run / f).exists(), f
+    assert np.isfinite(np.load(run / "test_pred.npy")).all()
+
+
+def test_ensemble_submission_is_valid(workspace):
+    root, _ = workspace
+    subs = list((root / "subs").glob("*.csv"))
+    assert [p.name for p in subs] == ["ensemble.csv"]
+    n_test = len(np.load(next((root / "outputs" / "runs").glob("*/test_pred.npy"))))
+    assert validate_submission(subs[0], n_test) == n_test
+    board = (root / "outputs" / "leaderboard.csv").read_text()
+    assert "ensemble_fitted" in board and "ensemble_mean" in board
+
+
+def test_a_failing_cell_fails_and_shows_the_cell(workspace):
+    import papermill
+
+    root, _ = workspace
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        pipeline.run_notebook("04_resnet34", {"profile": "smoke", "data_dir": str(root / "data" / "synthetic-smoke"),
+                                              "model": "resnet35"}, root / "failed")
+    assert "model: expected one of" in str(e.value)

@@ -1,0 +1,270 @@
+"""Tests of the procedural RHD-style renderer (lib.synth): determinism, geometry, visibility,
+file format, bad input and interrupted runs. CPU only, small N."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import lib.synth.dataset as ds
+from lib.joints import EDGES
+from lib.synth import (JOINT_LIMITS, LEFT_IDS, RIGHT_IDS, bone_length_limits, decode_depth, encode_depth,
+                       forward_kinematics, pose_from_degrees, project, render_dataset, render_image,
+                       render_scene, sample_pose, sample_scene, sample_shape, single_hand_scene)
+from lib.synth.hand import rot_y
+from lib.synth.scene import DEPTH_MAX, as_rng
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[dict]:
+    return [render_image(np.random.SeedSequence([7, i])) for i in range(12)]
+
+
+# ---------------------------------------------------------------- determinism
+def test_render_image_is_deterministic() -> None:
+    a, b = render_image(11), render_image(11)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert not np.array_equal(render_image(12)["color"], a["color"])
+
+
+def test_dataset_bytes_identical_for_1_and_2_workers(tmp_path: Path) -> None:
+    one = render_dataset(tmp_path / "one", "training", 6, seed=3, workers=1)
+    two = render_dataset(tmp_path / "two", "training", 6, seed=3, workers=2)
+    f1, f2 = _files(one), _files(two)
+    assert sorted(f1) == sorted(["anno_training.pickle"] + [f"{d}/{i:05d}.png" for d in ("color", "mask", "depth")
+                                                             for i in range(6)])
+    assert f1 == f2
+    # another split with the same seed draws other images
+    ev = render_dataset(tmp_path / "one", "evaluation", 2, seed=3)
+    assert (ev / "color/00000.png").read_bytes() != f1["color/00000.png"]
+
+
+# ---------------------------------------------------------------- format
+def test_files_match_the_rhd_layout(tmp_path: Path) -> None:
+    split = render_dataset(tmp_path, "evaluation", 3, seed=5)
+    with open(split / "anno_evaluation.pickle", "rb") as f:
+        anno = pickle.load(f)
+    assert sorted(anno) == [0, 1, 2]
+    for i, rec in anno.items():
+        assert set(rec) == {"uv_vis", "xyz", "K"}
+        assert rec["uv_vis"].shape == (42, 3) and rec["xyz"].shape == (42, 3) and rec["K"].shape == (3, 3)
+        ref = render_image(ds.image_seed(5, "evaluation", i))
+        color = cv2.imread(str(split / f"color/{i:05d}.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(split / f"mask/{i:05d}.png"), cv2.IMREAD_UNCHANGED)
+        depth = cv2.imread(str(split / f"depth/{i:05d}.png"), cv2.IMREAD_UNCHANGED)
+        assert color.shape == (320, 320, 3) and color.dtype == np.uint8
+        assert mask.shape == (320, 320) and mask.dtype == np.uint8
+        assert np.array_equal(color[:, :, ::-1], ref["color"])
+        assert np.array_equal(mask, ref["mask"])
+        # RHD depth: metres = (R * 256 + G) / 2**16 * 5
+        rgb = depth[:, :, ::-1].astype(np.float64)
+        metres = (rgb[..., 0] * 256 + rgb[..., 1]) / 2 ** 16 * 5
+        assert np.allclose(metres, ref["depth"], atol=1e-6)
+        assert np.array_equal(rec["uv_vis"], ref["uv_vis"]) and np.array_equal(rec["xyz"], ref["xyz"])
+        K = rec["K"]
+        assert 280 <= K[0, 0] <= 300 and K[0, 0] == K[1, 1] and K[0, 2] == 160 and K[1, 2] == 160
+
+
+def test_depth_encoding_round_trip(samples: list[dict]) -> None:
+    d = np.array([[0.0, 0.3, 1.234567], [4.99, np.inf, 7.0]])
+    back = decode_depth(encode_depth(d))
+    assert np.allclose(back[0], [0.0, 0.3, 1.234567], atol=5 / 2 ** 16)
+    assert back[1, 1] == pytest.approx(DEPTH_MAX) and back[1, 2] == pytest.approx(DEPTH_MAX)
+    for s in samples[:3]:
+        assert np.array_equal(decode_depth(encode_depth(s["depth"])), s["depth"])
+        hand = s["mask"] >= 2
+        assert (s["depth"][hand] < DEPTH_MAX).all() and (s["depth"][s["mask"] == 0] == np.float32(DEPTH_MAX)).all()
+
+
+# ---------------------------------------------------------------- geometry
+def test_uv_is_the_projection_of_xyz(samples: list[dict]) -> None:
+    for s in samples:
+        uv = project(s["xyz"].astype(np.float64), s["K"].astype(np.float64))
+        assert np.abs(uv - s["uv_vis"][:, :2]).max() < 0.01
+
+
+def test_bone_lengths_and_joint_angles_within_limits() -> None:
+    rng = np.random.default_rng(0)
+    limits = bone_length_limits()
+    lo, hi = JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1]
+    for _ in range(400):
+        shape, pose = sample_shape(rng), sample_pose(rng)
+        assert (pose.angles >= lo - 1e-12).all() and (pose.angles <= hi + 1e-12).all(), pose.kind
+        J = forward_kinematics(shape, pose).joints
+        for f in range(5):  # PIP and DIP (thumb: MCP and IP) are hinges: bone angle == |flexion|
+            tip, dip, pip, base = (J[1 + 4 * f + k] for k in range(4))
+            for (a, b, c), ang in (((base, pip, dip), pose.angles[f, 2]), ((pip, dip, tip), pose.angles[f, 3])):
+                u, v = b - a, c - b
+                cos = u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+                assert np.arccos(np.clip(cos, -1, 1)) == pytest.approx(abs(ang), abs=1e-6)
+    # the same limits hold for the hands placed in camera space (both sides, incl. the mirrored left)
+    for i in range(150):
+        xyz = sample_scene(as_rng(i)).xyz
+        for h in range(2):
+            P = xyz[21 * h:21 * h + 21]
+            lengths = np.array([np.linalg.norm(P[b] - P[a]) for a, b in EDGES])
+            assert (lengths >= limits[:, 0] - 1e-9).all() and (lengths <= limits[:, 1] + 1e-9).all()
+
+
+def test_left_hand_is_the_mirrored_right_hand() -> None:
+    pose = sample_pose(np.random.default_rng(4))
+    scene = single_hand_scene(pose, np.eye(3), distance=0.5)
+    L, R = scene.hands["left"], scene.hands["right"]
+    a = (L.xyz - L.t) * np.array([-1, 1, 1])
+    assert np.allclose(a, R.xyz - R.t)
+
+
+def test_hand_sizes_and_placement_are_rhd_like() -> None:
+    sizes, inside = [], 0
+    for i in range(300):
+        scene = sample_scene(as_rng(1000 + i))
+        full = False
+        for hand in scene.hands.values():
+            uv = project(hand.xyz, scene.K)
+            in_img = ((uv >= 0) & (uv <= 319)).all(axis=1)
+            if hand.present:
+                sizes.append(np.ptp(uv, axis=0).max())
+                full |= bool(in_img.all())
+            else:
+                assert not in_img.any()
+        inside += full
+    sizes = np.array(sizes)
+    assert sizes.min() > 15 and sizes.max() < 260
+    assert 0.6 < (sizes < 128).mean() < 0.95
+    assert inside / 300 > 0.8
+
+
+# ---------------------------------------------------------------- visibility
+def test_palm_hides_a_curled_fingertip() -> None:
+    # index finger curled into the palm, other fingers straight
+    pose = pose_from_degrees([0, -10, 5, 5], [[90, 0, 100, 70], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    back = render_scene(single_hand_scene(pose, np.eye(3), distance=0.35), np.random.default_rng(0))
+    vis = back["uv_vis"][21:, 2]  # right hand; R = I shows the back of the hand
+    assert vis[5] == 0 and vis[6] == 0  # index tip and DIP hidden by the palm
+    assert vis[[0, 9, 13, 17]].all()  # wrist and the straight fingers' tips are seen
+    assert not back["uv_vis"][:21, 2].any()  # the left hand is off-screen
+    assert (back["uv_vis"][:21, 0] < 0).all()
+    palm = render_scene(single_hand_scene(pose, rot_y(np.pi), distance=0.35), np.random.default_rng(0))
+    vis = palm["uv_vis"][21:, 2]  # seen from the palm side the curled finger is in front:
+    assert vis[7] == 1 and vis[8] == 0  # its PIP shows, its MCP is hidden behind it
+
+
+def test_visible_joints_lie_on_their_own_hand(samples: list[dict]) -> None:
+    n_in, n_vis = 0, 0
+    for s in samples:
+        uv, vis = s["uv_vis"][:, :2], s["uv_vis"][:, 2]
+        assert set(np.unique(vis)) <= {0.0, 1.0}
+        assert set(np.unique(s["mask"])) <= set(range(34))
+        ij = np.floor(uv + 0.5).astype(int)
+        inside = ((ij >= 0) & (ij < 320)).all(axis=1)
+        assert not vis[~inside].any()
+        for k in np.nonzero(vis)[0]:
+            own = LEFT_IDS if k < 21 else RIGHT_IDS
+            assert s["mask"][ij[k, 1], ij[k, 0]] in own
+        n_in += inside.sum()
+        n_vis += vis.sum()
+    # self-occlusion is common but most joints in the picture are seen
+    assert 0.4 < n_vis / n_in < 0.95
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_invalid_counts_are_refused(tmp_path: Path, n) -> None:
+    with pytest.raises(ValueError, match="n_images"):
+        render_dataset(tmp_path, "training", n, seed=0)
+    assert not (tmp_path / "training").exists()
+
+
+def test_invalid_split_and_workers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="split"):
+        render_dataset(tmp_path, "test", 2, seed=0)
+    with pytest.raises(ValueError, match="workers"):
+        render_dataset(tmp_path, "training", 2, seed=0, workers=0)
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o500)
+        return d / "out"
+    if Path("/sys").is_dir():  # root may write anywhere else; sysfs refuses new entries
+        return Path("/sys/synth_test_output")
+    pytest.skip("no unwritable location available to root")
+
+
+def test_unwritable_output_directory(tmp_path: Path) -> None:
+    out = _unwritable(tmp_path)
+    with pytest.raises(PermissionError, match=str(out)):
+        render_dataset(out, "training", 2, seed=0)
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    split = render_dataset(tmp_path, "training", 2, seed=0)
+    first = _files(split)
+    with pytest.raises(FileExistsError, match="anno_training.pickle.*overwrite"):
+        render_dataset(tmp_path, "training", 2, seed=0)
+    assert _files(split) == first
+    render_dataset(tmp_path, "training", 1, seed=1, overwrite=True)
+    assert sorted(_files(split)) == ["anno_training.pickle", "color/00000.png", "depth/00000.png", "mask/00000.png"]
+    # unknown files in the image folders are not overwritten silently either
+    other = tmp_path / "x"
+    (other / "training" / "color").mkdir(parents=True)
+    (other / "training" / "color" / "00000.png").write_bytes(b"not ours")
+    with pytest.raises(FileExistsError, match="unknown run"):
+        render_dataset(other, "training", 1, seed=0)
+
+
+def test_cli_reports_bad_input(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "lib.synth", "--out", str(tmp_path), "--split", "training",
+                        "--images", "0", "--seed", "0"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "n_images must be an integer >= 1" in r.stderr
+
+
+# ---------------------------------------------------------------- interrupted runs
+def test_interrupted_run_resumes_to_identical_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = _files(render_dataset(tmp_path / "clean", "training", 5, seed=9))
+    real_write = ds.write_sample
+
+    def dying_write(split_dir, index, sample):
+        if index == 3:
+            raise KeyboardInterrupt  # as if the run were killed while writing image 3
+        real_write(split_dir, index, sample)
+
+    monkeypatch.setattr(ds, "write_sample", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        render_dataset(tmp_path / "run", "training", 5, seed=9)
+    monkeypatch.undo()
+    split = tmp_path / "run" / "training"
+    assert not (split / "anno_training.pickle").exists()  # no half-written annotation
+    assert (split / ds.MANIFEST).exists()
+    assert sorted(p.name for p in (split / "color").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    # a killed process can leave a temporary file and a broken image behind
+    (split / "color" / ".00003.png.abc.tmp.png").write_bytes(b"partial")
+    (split / "depth" / "00001.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(FileExistsError, match="other arguments"):
+        render_dataset(tmp_path / "run", "training", 6, seed=9)
+    render_dataset(tmp_path / "run", "training", 5, seed=9)  # same arguments: resume
+    assert _files(split) == clean
+    assert not (split / ds.MANIFEST).exists()
+
+
+# ---------------------------------------------------------------- contact sheet
+def test_contact_sheet(tmp_path: Path) -> None:
+    from lib.synth import contact_sheet
+    out = contact_sheet(tmp_path / "sheet.png", seed=1)
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] == 4 * 320 and img.shape[1] in (4 * 320, 5 * 320)
