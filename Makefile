@@ -3,13 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DATA   ?= data
-SYNTH  := $(DATA)/synthetic
-# synthetic default: training and evaluation images rendered by lib.synth (see README)
-SYNTH_TRAIN ?= 4000
-SYNTH_EVAL  ?= 800
-SEED        ?= 0
-WORKERS     ?= $(shell nproc 2>/dev/null || echo 2)
+PROFILE ?= auto
 
 .PHONY: venv install run test data lab download bench clean-data help
 
@@ -35,23 +29,19 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 run: $(STAMP)
-	$(PY) -m lib.pipeline
+	$(PY) -m lib.pipeline --profile $(PROFILE)
 
-data: $(STAMP) $(SYNTH)/training.h5
-
-$(SYNTH)/training.h5: | $(STAMP)
-	$(PY) -m lib.synth --out $(SYNTH)/rhd --split training --images $(SYNTH_TRAIN) --seed $(SEED) --workers $(WORKERS)
-	$(PY) -m lib.synth --out $(SYNTH)/rhd --split evaluation --images $(SYNTH_EVAL) --seed $(shell expr $(SEED) + 1) --workers $(WORKERS)
-	$(PY) -m lib.data build --rhd $(SYNTH)/rhd --out $(SYNTH) --overwrite
+data: $(STAMP)
+	$(PY) -m lib.pipeline --only data --profile $(PROFILE)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 download: $(STAMP)
-	$(PY) -m lib.submit download --out $(DATA)
+	$(PY) -m lib.submit download --out data
 
 bench: $(STAMP)
 	$(PY) -m lib.bench all --out BENCHMARKS.md
 
 clean-data:
-	rm -rf $(SYNTH) $(DATA)/cache
+	rm -rf data/synthetic data/synthetic-smoke data/synthetic-full data/cache

@@ -84,18 +84,21 @@ def quadratic_refine(maps: Tensor, uv: Tensor, eps: float = 1e-10) -> Tensor:
     """Sub-pixel refinement of integer peaks `uv` (B, K, 2): one Newton step on log(map).
 
     This is DARK's second-order Taylor expansion; for an exact Gaussian it recovers the centre
-    exactly. Peaks on the border or with a non-negative-definite Hessian are left as they are.
+    exactly, borders included: the 3x3 stencil is moved inside the map where the peak sits on its
+    edge (central differences of a quadratic are exact anywhere). The result stays within one map
+    pixel of the argmax; a peak whose Hessian is not negative definite is left as it is.
     """
     maps = maps.float()
     b, k, h, w = maps.shape
-    logm = torch.log(maps.clamp_min(eps))
-    pad = F.pad(logm, (1, 1, 1, 1), mode="replicate").reshape(b * k, h + 2, w + 2)
-    x = uv[..., 0].long().reshape(-1) + 1
-    y = uv[..., 1].long().reshape(-1) + 1
+    if h < 3 or w < 3:
+        return uv
+    logm = torch.log(maps.clamp_min(eps)).reshape(b * k, h, w)
+    x = uv[..., 0].long().reshape(-1).clamp(1, w - 2)  # stencil centre, inside the map
+    y = uv[..., 1].long().reshape(-1).clamp(1, h - 2)
     n = torch.arange(b * k, device=maps.device)
 
     def at(dy: int, dx: int) -> Tensor:
-        return pad[n, y + dy, x + dx]
+        return logm[n, y + dy, x + dx]
 
     c = at(0, 0)
     dx = 0.5 * (at(0, 1) - at(0, -1))
@@ -106,14 +109,12 @@ def quadratic_refine(maps: Tensor, uv: Tensor, eps: float = 1e-10) -> Tensor:
     det = dxx * dyy - dxy**2
     ok = (det > 1e-12) & (dxx < 0) & (dyy < 0)
     det = torch.where(ok, det, torch.ones_like(det))
-    # offset = -H^{-1} g
+    # Newton step from the stencil centre: offset = -H^{-1} g
     ox = -(dyy * dx - dxy * dy) / det
     oy = -(dxx * dy - dxy * dx) / det
-    off = torch.stack([ox, oy], dim=-1)
-    off = torch.where(ok.unsqueeze(-1), off, torch.zeros_like(off)).clamp(-1.0, 1.0)
-    inside = ((x > 1) & (x < w) & (y > 1) & (y < h)).unsqueeze(-1)
-    off = torch.where(inside, off, torch.zeros_like(off))
-    return uv + off.reshape(b, k, 2)
+    refined = torch.stack([x.float() + ox, y.float() + oy], dim=-1).reshape(b, k, 2)
+    refined = torch.minimum(torch.maximum(refined, uv - 1.0), uv + 1.0)
+    return torch.where(ok.reshape(b, k, 1) & torch.isfinite(refined), refined, uv)
 
 
 def gaussian_blur(maps: Tensor, kernel: int = 11, sigma: float | None = None) -> Tensor:

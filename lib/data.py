@@ -489,7 +489,7 @@ class CropCache:
 def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | None = None,
                 channel_order: ChannelOrder = "auto", limit: int | None = None) -> CropCache:
     """The crop cache of a training.h5, built once and rebuilt when the file changes."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     training = Path(training)
     source = fingerprint(training)

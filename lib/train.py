@@ -284,7 +284,7 @@ def fit(cfg: TrainConfig | None = None, **overrides) -> Path:
 
 def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torch.nn.Module]:
     """fit(), also returning this process's trained model (e.g. to compare torchrun ranks)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     cfg = (dataclasses.replace(cfg, **overrides) if cfg else TrainConfig(**overrides)).resolved()
     rank, world, device = _setup_distributed(cfg.device)

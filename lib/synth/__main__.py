@@ -1,7 +1,7 @@
 """Command line.
 
     python -m lib.synth --out DIR --split training|evaluation --images N --seed S [--workers K] [--overwrite]
-    python -m lib.synth sheet OUT.png [--seed S]
+    python -m lib.synth sheet OUT.png [--seed S] [--no-real]
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def _sheet_main(argv: list[str]) -> int:
                                  description="Contact sheet: 16 renders with skeletons beside real RHD frames")
     ap.add_argument("out", help="PNG to write")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-real", action="store_true", help="leave out the real RHD frames of ../shared")
     a = ap.parse_args(argv)
-    print(contact_sheet(a.out, seed=a.seed))
+    print(contact_sheet(a.out, seed=a.seed, real=not a.no_real))
     return 0
 
 

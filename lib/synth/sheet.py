@@ -60,8 +60,9 @@ def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4) -> Path:
-    """Write a PNG: n synthetic renders (4 columns) with overlays, then a column of real RHD frames."""
+def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4, real: bool = True) -> Path:
+    """Write a PNG: n synthetic renders (4 columns) with overlays, then a column of real RHD frames
+    (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo)."""
     out_png = Path(out_png)
     tiles = []
     for i in range(n):
@@ -74,7 +75,7 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         tiles.append(img)
     size = tiles[0].shape[0]
     rows = -(-n // cols)
-    real = real_frames()
+    real = real_frames() if real else []
     if not real:
         print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
     height = max(rows, len(real)) * size

@@ -1,0 +1,144 @@
+"""lib.models: the output / loss / checkpoint contract of every registered model, and that each
+one can fit a few crops.
+
+The overfit test trains on 16 simple synthetic crops (a bright dot at every joint on a dark
+background, random joint positions). Two models run it in a slimmer variant so the suite stays
+a few minutes on a 2-core CPU: `irv2` with ``blocks=(1, 1, 1), width=0.25`` (its default is
+~14 GFLOPs per image) and `cpm` with ``channels=48`` (its full-resolution 5x5 trunk makes the
+default ~4 s per 16-crop step here); every other model runs its real default architecture. The
+shape / loss / autocast tests build the real defaults of every model, irv2 and cpm included.
+"""
+import time
+
+import pytest
+import torch
+
+from lib.models import create_model, list_models
+
+# expected parameter counts (millions) of the registered defaults: a range per model
+PARAMS_M = {
+    "cpm": (3.0, 5.0),
+    "resnet34": (21.0, 22.5),
+    "inception_v3": (21.0, 23.0),
+    "irv2": (53.0, 57.0),
+    "hm_resnet18": (10.0, 13.0),
+}
+# smaller variants for the overfit test only (see the module docstring)
+OVERFIT_KW = {"irv2": {"blocks": (1, 1, 1), "width": 0.25}, "cpm": {"channels": 48}}
+OVERFIT_STEPS = 80
+NAMES = list_models()
+
+
+def _batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops (n, 3, 128, 128) in 0..255 with a bright dot at each of 21 random joints."""
+    g = torch.Generator().manual_seed(seed)
+    kp = 12 + 104 * torch.rand(n, 21, 2, generator=g)
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    d2 = (xx - kp[..., 0, None, None]) ** 2 + (yy - kp[..., 1, None, None]) ** 2  # (n, 21, H, W)
+    colour = torch.rand(n, 21, 3, generator=g) * 155 + 100
+    img = (torch.exp(-d2 / 8.0).unsqueeze(2) * colour[..., None, None]).amax(dim=1)
+    vis = (torch.rand(n, 21, generator=g) > 0.2).float()
+    return img.clamp(0, 255), kp, vis
+
+
+def test_registry_matches_expectations():
+    assert set(NAMES) == set(PARAMS_M), "add a parameter range for every registered model"
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        create_model("resnet35")
+    for name in NAMES:
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shape_params_and_loss(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    assert model.name == name and model.family in ("regression", "heatmap", "simcc")
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    lo, hi = PARAMS_M[name]
+    assert lo <= n_params <= hi, f"{name}: {n_params:.2f}M parameters"
+    x, kp, vis = _batch(2)
+    out = model(x)
+    assert out["kp"].shape == (2, 21, 2) and out["kp"].dtype == torch.float32
+    assert torch.isfinite(out["kp"]).all()
+    if model.family == "heatmap":
+        for maps in out["heatmaps"]:
+            assert maps.dim() == 4 and maps.shape[:2][0] == 2 and maps.shape[1] in (21, 22)
+    loss = model.loss(out, kp, vis)
+    assert loss.dim() == 0 and loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+    model.eval()
+    with torch.no_grad():
+        assert model(x)["kp"].shape == (2, 21, 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_and_bf16_autocast(name):
+    torch.manual_seed(0)
+    model = create_model(name, **OVERFIT_KW.get(name, {})).to(memory_format=torch.channels_last)
+    x, kp, vis = _batch(2)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        loss = model.loss(out, kp, vis)
+    assert out["kp"].dtype == torch.float32 and torch.isfinite(out["kp"]).all()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    model = create_model("cpm").eval()
+    own = tmp_path / "cpm.pt"
+    torch.save(model.state_dict(), own)
+    x, _, _ = _batch(1)
+    again = create_model("cpm", pretrained=own).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)["kp"], again(x)["kp"])
+    # a training-style checkpoint dict is unwrapped
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, wrapped)
+    create_model("cpm", pretrained=wrapped)
+    # another architecture
+    other = tmp_path / "resnet34.pt"
+    torch.save(create_model("resnet34").state_dict(), other)
+    with pytest.raises(ValueError, match="resnet34.pt"):
+        create_model("cpm", pretrained=other)
+    # same family, other settings
+    with pytest.raises(ValueError, match="cpm.pt"):
+        create_model("cpm", channels=64, pretrained=own)
+    # a corrupt file
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(own.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt.pt"):
+        create_model("cpm", pretrained=bad)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        create_model("cpm", pretrained=tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_overfits_16_crops(name):
+    """The training loss falls at least 10x within OVERFIT_STEPS full-batch Adam steps."""
+    torch.manual_seed(0)
+    model = create_model(name, **OVERFIT_KW.get(name, {}))
+    x, kp, vis = _batch(16, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = best = None
+    start = time.time()
+    for step in range(OVERFIT_STEPS):
+        loss = model.loss(model(x), kp, vis)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        first = value if first is None else first
+        best = value if best is None else min(best, value)
+        if best <= first / 10:
+            break
+    assert best <= first / 10, (f"{name}: loss {first:.4g} -> {best:.4g} in {step + 1} steps "
+                                f"({time.time() - start:.1f}s)")
