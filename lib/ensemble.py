@@ -20,6 +20,7 @@ from lib.submit import read_submission, validate_submission, write_submission
 from lib import paths
 
 LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
+BASELINE = "baseline_mean_pose"
 
 
 @dataclass
@@ -71,10 +72,20 @@ def combine(preds: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     return np.tensordot(np.asarray(weights), np.stack(preds), axes=1)
 
 
-def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, solution: np.ndarray | None = None
-                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Validation metrics of every run and of the mean and fitted ensembles; also their test predictions."""
+def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, solution: np.ndarray | None = None,
+                mean_pose: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Validation metrics of every run and of the mean and fitted ensembles; also their test predictions.
+
+    `mean_pose` (21, 2), the training set's mean keypoints, adds the row `baseline_mean_pose`: the
+    score of predicting the same pose for every crop, the floor any trained model must beat.
+    """
     rows, tests = [], {}
+    if mean_pose is not None:
+        n_test = len(runs[0].test_pred) if runs else 0
+        const_val = np.broadcast_to(mean_pose, gt.shape)
+        const_test = np.broadcast_to(mean_pose, (n_test, *mean_pose.shape))
+        rows.append({"name": BASELINE, "model": "training mean pose", "recipe": "-",
+                     **_scores(const_val, gt, vis, const_test, solution)})
     for r in runs:
         rows.append({"name": r.name, "model": r.model, "recipe": r.recipe, **_scores(r.val_pred, gt, vis, r.test_pred, solution)})
         tests[r.name] = r.test_pred
@@ -116,14 +127,16 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
     cache = data.build_cache(files.training)
     gt, vis = cache.kp[runs[0].val_index], cache.vis[runs[0].val_index]
     solution = read_submission(files.solution) if files.solution else None
-    board, tests = leaderboard(runs, gt, vis, solution)
+    train_mask = np.ones(len(cache), bool)
+    train_mask[runs[0].val_index] = False
+    board, tests = leaderboard(runs, gt, vis, solution, mean_pose=cache.kp[train_mask].mean(0))
     with io.atomic_open(paths.outputs() / "leaderboard.csv", "w", newline="") as f:
         board.to_csv(f, index_label="rank")
-    best = board.iloc[0]["name"]
+    best = board[board["name"] != BASELINE].iloc[0]["name"]
     out = Path(out_dir or paths.submissions()) / f"{name}.csv"
     write_submission(out, tests[best])
     validate_submission(out, len(tests[best]))
-    print(f"{out}: {best} (validation kaggle_mse {board.iloc[0]['kaggle_mse']:.3f})")
+    print(f"{out}: {best} (validation kaggle_mse {board.set_index('name').loc[best, 'kaggle_mse']:.3f})")
     return board, out
 
 

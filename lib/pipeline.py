@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import data, paths
+from lib import data, io, paths
 
 REPO = paths.REPO
 NOTEBOOK_DIR = REPO / "notebooks"
 # synthetic default per profile: (training images, evaluation images), rendered by lib.synth
-SYNTH_SIZES = {"smoke": (40, 12), "cpu": (4000, 600), "full": (40000, 2700)}
+SYNTH_SIZES = {"smoke": (40, 12), "cpu": (4000, 300), "full": (40000, 2700)}
+STAMP = "synthetic.json"  # the sizes the synthetic folder was built with
 TRAINING_NOTEBOOKS = ("03_irv2", "04_resnet34", "05_cpm", "06_inception_v3", "07_hm_resnet18")
 
 
@@ -58,19 +59,31 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
         return real
     profile = resolve_profile(profile)
     out = synthetic_dir(profile)
-    if all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
+    n_train, n_eval = SYNTH_SIZES[profile]
+    stamp = {"training_images": n_train, "evaluation_images": n_eval, "seeds": [0, 1]}
+    have = json.loads((out / STAMP).read_text()) if (out / STAMP).exists() else None
+    if have == stamp and all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
         print(f"data: synthetic default in {out} (no real competition files in {real})")
         return out
+    if have is not None and have != stamp:
+        print(f"data: {out} holds another synthetic size ({have}); rendering it again as {stamp}", flush=True)
     from lib import synth
 
-    n_train, n_eval = SYNTH_SIZES[profile]
     workers = workers or os.cpu_count() or 1
     print(f"data: no real competition files in {real}; rendering the synthetic default "
           f"({n_train} training + {n_eval} evaluation images, profile {profile}) into {out}", flush=True)
     t = time.perf_counter()
-    synth.render_dataset(out / "rhd", "training", n_train, seed=0, workers=workers)
-    synth.render_dataset(out / "rhd", "evaluation", n_eval, seed=1, workers=workers)
+    (out / STAMP).unlink(missing_ok=True)
+    for split, n, seed in (("training", n_train, 0), ("evaluation", n_eval, 1)):
+        pkl = out / "rhd" / split / f"anno_{split}.pickle"
+        if pkl.exists() and len(data.read_rhd_annotations(out / "rhd", split)) == n:
+            continue  # this split finished before the run was stopped
+        try:  # resumes a killed render of the same size
+            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, verbose=True)
+        except FileExistsError:  # a finished render of another size
+            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, overwrite=True, verbose=True)
     summary = data.build_competition(out / "rhd", out, overwrite=True)
+    io.write_json(out / STAMP, stamp)
     print(f"data: {summary['train_hands']} training hands, {summary['test_hands']} test crops "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
     return out

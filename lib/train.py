@@ -45,7 +45,7 @@ RECIPES: dict[str, dict] = {
 }
 PROFILES: dict[str, dict] = {
     "full": dict(limit_train=None, limit_val=None, budget_minutes=None),  # GPU: the report's epochs
-    "cpu": dict(limit_train=None, limit_val=512, budget_minutes=3.0),     # a 2-core machine: minutes
+    "cpu": dict(limit_train=None, limit_val=256, budget_minutes=2.5),     # a 2-core machine: minutes
     "smoke": dict(limit_train=16, limit_val=8, batch_size=8, budget_minutes=None, epochs=1),  # tests: seconds
 }
 
@@ -450,8 +450,8 @@ def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torc
                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                   "torch_rng": torch.get_rng_state(), "state": dict(state),
                   "config": dataclasses.asdict(cfg)}
-            if best:
-                save_checkpoint(run_dir / "best.pt", ck)
+            if best:  # weights only: resuming reads last.pt, so best.pt leaves out the optimizer state
+                save_checkpoint(run_dir / "best.pt", {k: v for k, v in ck.items() if k not in ("optimizer", "scaler")})
             save_checkpoint(last, ck)
             with io.atomic_open(log_path, "w", newline="") as f:
                 pd.DataFrame(history).to_csv(f, index=False)

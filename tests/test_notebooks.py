@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib import pipeline
@@ -55,8 +56,11 @@ def test_ensemble_submission_is_valid(workspace):
     assert [p.name for p in subs] == ["ensemble.csv"]
     n_test = len(np.load(next((root / "outputs" / "runs").glob("*/test_pred.npy"))))
     assert validate_submission(subs[0], n_test) == n_test
-    board = (root / "outputs" / "leaderboard.csv").read_text()
-    assert "ensemble_fitted" in board and "ensemble_mean" in board
+    board = pd.read_csv(root / "outputs" / "leaderboard.csv")
+    assert {"ensemble_fitted", "ensemble_mean", "baseline_mean_pose"} <= set(board["name"])
+    # the constant-pose baseline is for reference only: it is never the submission
+    sub = np.loadtxt(subs[0], delimiter=",", skiprows=1)[:, 1:]
+    assert sub.std(axis=0).max() > 0
 
 
 def test_a_failing_cell_fails_and_shows_the_cell(workspace):

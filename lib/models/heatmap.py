@@ -76,7 +76,7 @@ class HeatmapNet(KeypointModel):
             if self.loss_kind in ("mse", "mse+integral"):
                 target, _ = codecs.gaussian_heatmaps(kp.float(), maps.shape[-2:], self.stride, self.sigma)
                 per = ((maps - target) ** 2).mean(dim=(2, 3))
-                total = total + 1000.0 * (per * w).sum() / w.sum().clamp_min(1.0) / 1.0
+                total = total + 1000.0 * (per * w).sum() / w.sum().clamp_min(1.0)
             if self.loss_kind in ("integral", "mse+integral"):
                 uv = codecs.from_map(codecs.soft_argmax(maps, self.beta), self.stride)
                 l1 = (uv - kp.float()).abs().sum(-1)

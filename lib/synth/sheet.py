@@ -61,7 +61,7 @@ def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray]]:
 
 
 def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4, real: bool = True) -> Path:
-    """Write a PNG: n synthetic renders (4 columns) with overlays, then a column of real RHD frames
+    """Write a PNG (or a JPEG, by the suffix): n synthetic renders (4 columns) with overlays, then a column of real RHD frames
     (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo)."""
     out_png = Path(out_png)
     tiles = []
@@ -75,8 +75,9 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         tiles.append(img)
     size = tiles[0].shape[0]
     rows = -(-n // cols)
-    real = real_frames() if real else []
-    if not real:
+    wanted = real
+    real = real_frames() if wanted else []
+    if wanted and not real:
         print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
     height = max(rows, len(real)) * size
     sheet = np.full((height, (cols + (1 if real else 0)) * size, 3), 40, np.uint8)
@@ -85,7 +86,9 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
     for k, (_, img) in enumerate(real):
         sheet[k * size:(k + 1) * size, cols * size:(cols + 1) * size] = img
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(sheet[:, :, ::-1]))
+    ext = out_png.suffix.lower() if out_png.suffix.lower() in (".png", ".jpg", ".jpeg") else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 88] if ext != ".png" else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(sheet[:, :, ::-1]), params)
     if not ok:
         raise RuntimeError(f"could not encode the contact sheet for {out_png}")
     with atomic_open(out_png, "wb") as f:
