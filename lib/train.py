@@ -234,6 +234,9 @@ def load_model(run_dir: str | os.PathLike, which: str = "best", device: str = "c
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warm-up (at most a tenth of the run, so short budgeted runs reach the peak), then
+    constant or cosine down to 2% of the peak."""
+    warmup = min(warmup, total // 10)
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

@@ -123,9 +123,14 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_overfits_16_crops(name):
-    """The training loss falls at least 10x within OVERFIT_STEPS full-batch Adam steps."""
+    """The training loss falls at least 10x within OVERFIT_STEPS full-batch Adam steps.
+
+    For an L1-type loss (pixels, not pixels squared: `hm_resnet18`'s integral loss) the bar is
+    sqrt(10)x, the same 10x fall of the squared error.
+    """
     torch.manual_seed(0)
     model = create_model(name, **OVERFIT_KW.get(name, {}))
+    factor = 10 ** 0.5 if getattr(model, "loss_kind", "") in ("l1", "integral") else 10.0
     x, kp, vis = _batch(16, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = best = None
@@ -138,7 +143,7 @@ def test_overfits_16_crops(name):
         value = loss.item()
         first = value if first is None else first
         best = value if best is None else min(best, value)
-        if best <= first / 10:
+        if best <= first / factor:
             break
-    assert best <= first / 10, (f"{name}: loss {first:.4g} -> {best:.4g} in {step + 1} steps "
-                                f"({time.time() - start:.1f}s)")
+    assert best <= first / factor, (f"{name}: loss {first:.4g} -> {best:.4g} in {step + 1} steps "
+                                    f"({time.time() - start:.1f}s), expected a {factor:.3g}x fall")

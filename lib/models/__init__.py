@@ -29,7 +29,8 @@ _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] =
     "resnet34": (ResNet34Regressor, {}, "ResNet34 trunk, flatten 512x4x4, Linear 42 (report)"),
     "inception_v3": (InceptionV3Regressor, {}, "Inception-v3, global pooling, Linear 42 (report)"),
     "irv2": (IRV2, {}, "modified Inception-ResNet-v2 regressor (report)"),
-    "hm_resnet18": (HeatmapNet, {"backbone": "resnet18"}, "resnet18 + FPN head, 21 maps at stride 4, DARK"),
+    "hm_resnet18": (HeatmapNet, {"backbone": "resnet18", "loss": "integral", "decode": "soft_argmax"},
+                    "resnet18 + FPN head, 21 maps at stride 4, integral regression (soft-argmax, L1)"),
 }
 
 
