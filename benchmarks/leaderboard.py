@@ -60,7 +60,7 @@ def main() -> int:
                                       "cuda" if profile == "full" else "cpu",
                                       f"profile {profile}: every run has the same training budget; validation "
                                       "metrics with flip TTA; test = the hidden solution of the synthetic test set",
-                                      prog="python benchmarks/leaderboard.py")) + bench.markdown(df) + "\n"
+                                      prog="python benchmarks/leaderboard.py")) + "\n" + bench.markdown(df) + "\n"
         bench.update_section(a.out, "accuracy", text)
     return 0
 

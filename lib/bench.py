@@ -73,7 +73,7 @@ def header(title: str, argv: list[str], device: str, extra: str = "", prog: str 
 
 
 def markdown(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=".4g")
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
 def update_section(path: str | os.PathLike, name: str, text: str) -> Path:
@@ -340,8 +340,10 @@ def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     board = paths.outputs() / "leaderboard.csv"
     if board.exists():
         lb = pd.read_csv(board)
-        for _, r in lb[lb["name"].str.startswith("ensemble")].iterrows():
-            df = pd.concat([df, pd.DataFrame([{"run": r["name"], "model": r["model"], "recipe": "-",
+        for _, r in lb[lb["name"].str.startswith("ensemble") | (lb["name"] == "baseline_mean_pose")].iterrows():
+            n_runs = str(r["model"]).count(":")
+            model = f"{n_runs} runs" if n_runs else r["model"]
+            df = pd.concat([df, pd.DataFrame([{"run": r["name"], "model": model, "recipe": "-",
                                                "kaggle_mse": r["kaggle_mse"], "epe": r["epe"],
                                                "pck@2px": r["pck@2px"], "auc": r["auc"],
                                                "test kaggle_mse": r.get("test_kaggle_mse")}])],
@@ -351,7 +353,7 @@ def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- CLI
 def _section(name: str, title: str, df: pd.DataFrame, argv: list[str], device: str, extra: str, out: str | None) -> str:
-    text = "\n".join(header(title, argv, device, extra)) + markdown(df) + "\n"
+    text = "\n".join(header(title, argv, device, extra)) + "\n" + markdown(df) + "\n"
     print(text, flush=True)
     if out:
         update_section(out, name, text)

@@ -11,12 +11,13 @@
   decoding. The classic recipe, best after long training, but it starts slowly: for the first
   few hundred steps the maps stay near zero and argmax decoding jumps anywhere.
 
-Measured (cpu profile: 2.5 min of training on 2 CPU cores, ~90 steps of 32, synthetic default,
-256 validation hands, flip TTA; see BENCHMARKS.md): ``mse`` + DARK kaggle_mse 1052-1079 (worse
-than predicting the mean pose, 886; its maps peaked at ~0.09 of the target's 1), ``integral`` +
-soft-argmax 753, better than every report architecture at the same budget (best: ResNet34,
-865). Decoding the ``mse`` model's maps other ways (argmax 1136, quadratic 1130, DARK 1079,
-soft-argmax with beta 64: 772) confirms the coordinates, not the features, were the problem.
+Measured (cpu profile: 2.5 min of training on 2 CPU cores, 75-90 steps of 32, synthetic
+default, 256 validation hands, flip TTA; BENCHMARKS.md section 3): ``integral`` + soft-argmax
+kaggle_mse 751, the best single model at that budget (report architectures: ResNet34 865,
+Inception-v3 894, IRv2 939, CPM 1071; predicting the training mean pose: 886); ``mse`` + DARK
+956, worse than the mean pose: its maps peaked at ~0.09 of the target's 1 after 92 steps.
+Decoding that model's maps other ways (argmax 1136, quadratic 1130, DARK 1079, soft-argmax with
+beta 64: 772; no TTA) showed the read-out, not the features, was what lagged.
 On a GPU with the report's epochs the ``mse`` variant should be re-measured against it
 (``create_model("hm_resnet18", loss="mse", decode="dark")``).
 """
