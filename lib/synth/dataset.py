@@ -260,7 +260,9 @@ def render_dataset(out_dir: str | os.PathLike, split: str, n_images: int, seed: 
         finally:
             cv2.setNumThreads(threads)
     else:
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        # not "fork": forking a process that already runs threads (torch, OpenCV, a Jupyter kernel,
+        # pytest after a training test) can deadlock the children on a lock held at fork time
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
             for res in pool.imap_unordered(_job, tasks, chunksize=max(1, min(16, n_images // (4 * workers)))):
                 collect(res)
