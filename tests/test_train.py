@@ -23,9 +23,22 @@ def weights(run_dir, which="last"):
     return train.load_checkpoint(Path(run_dir) / f"{which}.pt")
 
 
-def test_resume_equals_straight_run(tiny_data, tmp_path):
+def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
+    """A run killed after its first epoch and started again ends with the same weights (the
+    cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run)."""
     straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2))
-    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=1))
+    real_set_epoch = train.EpochBatches.set_epoch
+
+    def killed_at_epoch_2(self, epoch, skip=0):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return real_set_epoch(self, epoch, skip)
+
+    monkeypatch.setattr(train.EpochBatches, "set_epoch", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+    monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
+    assert weights(tmp_path / "resumed")["state"]["epoch"] == 1
     resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
     a, b = weights(straight), weights(resumed)
     assert a["state"]["step"] == b["state"]["step"] == 4
