@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
 import shlex
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import augment  # noqa: E402
+from lib import augment, bench  # noqa: E402
 from lib.io import write_text  # noqa: E402
 
 
@@ -55,11 +54,6 @@ class AugDataset(torch.utils.data.Dataset):
         return torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(p_out), s_out
 
 
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 def single(aug: augment.Augment, data, n: int) -> tuple[float, float]:
     """(crops per wall second, crops per CPU second of this process)."""
     ctx, p, s = data
@@ -76,7 +70,7 @@ def loader(aug: augment.Augment, data, n: int, workers: int, batch: int) -> tupl
     """(crops/s after the first batch, seconds to the first batch)."""
     dl = torch.utils.data.DataLoader(
         AugDataset(aug, data, n), batch_size=batch, shuffle=False, num_workers=workers,
-        pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if workers else None,
+        pin_memory=torch.cuda.is_available(), worker_init_fn=bench.one_thread if workers else None,
         persistent_workers=False)
     t0 = time.perf_counter()
     it = iter(dl)
@@ -88,20 +82,6 @@ def loader(aug: augment.Augment, data, n: int, workers: int, batch: int) -> tupl
     t2 = time.perf_counter()
     assert first[0].dtype == torch.uint8 and first[0].shape[1:] == (3, augment.OUT, augment.OUT)
     return count / (t2 - t1), t1 - t0
-
-
-def device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
-    load = ", load average %.1f at start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {gpu}{load}"
 
 
 def main() -> None:
@@ -135,7 +115,7 @@ def main() -> None:
         "",
         f"- command: `{' '.join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)}`",
         f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- device: {device()}",
+        f"- device: {bench.device_line()}",
         f"- versions: python {platform.python_version()}, numpy {np.__version__}, "
         f"opencv {cv2.__version__}, albumentations {albumentations.__version__}, "
         f"torch {torch.__version__}",

@@ -35,6 +35,7 @@ import torch
 
 from lib import paths
 from lib.io import write_text
+from lib.train import _f32
 
 TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
@@ -120,7 +121,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
             ds_w = data.HandDataset(cache, np.resize(idx, n), aug)
             dl = torch.utils.data.DataLoader(ds_w, batch_size=batch, shuffle=True, num_workers=w,
                                              pin_memory=torch.cuda.is_available(),
-                                             worker_init_fn=_one_thread if w else None,
+                                             worker_init_fn=one_thread if w else None,
                                              generator=torch.Generator().manual_seed(0))
             it = iter(dl)
             next(it)  # worker start-up excluded
@@ -133,7 +134,8 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     return pd.DataFrame(rows)
 
 
-def _one_thread(_: int) -> None:
+def one_thread(_: int = 0) -> None:
+    """DataLoader worker init: one OpenCV and one torch thread per worker."""
     import cv2
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -179,8 +181,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     def train_step():
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=amp != "off"):
             out = net(x)
-        loss = model.loss({k: (v.float() if torch.is_tensor(v) else [t.float() for t in v]) for k, v in out.items()},
-                          kp, vis)
+        loss = model.loss({k: _f32(v) for k, v in out.items()}, kp, vis)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -267,7 +268,7 @@ def _ddp_worker(rank: int, world: int, name: str, batch: int, steps: int, port: 
     def step():
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=cuda):
             out = net(x)
-        loss = model.loss({k: (v.float() if torch.is_tensor(v) else [t.float() for t in v]) for k, v in out.items()}, kp)
+        loss = model.loss({k: _f32(v) for k, v in out.items()}, kp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
