@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,14 +61,17 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     profile = resolve_profile(profile)
     out = synthetic_dir(profile)
     n_train, n_eval = SYNTH_SIZES[profile]
-    stamp = {"training_images": n_train, "evaluation_images": n_eval, "seeds": [0, 1]}
+    from lib import synth
+
+    stamp = {"training_images": n_train, "evaluation_images": n_eval, "seeds": [0, 1],
+             "renderer": synth.RENDERER_VERSION}
     have = json.loads((out / STAMP).read_text()) if (out / STAMP).exists() else None
     if have == stamp and all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
         print(f"data: synthetic default in {out} (no real competition files in {real})")
         return out
     if have is not None and have != stamp:
-        print(f"data: {out} holds another synthetic size ({have}); rendering it again as {stamp}", flush=True)
-    from lib import synth
+        print(f"data: {out} holds another synthetic set ({have}); rendering it again as {stamp}", flush=True)
+        shutil.rmtree(out / "rhd", ignore_errors=True)
 
     workers = workers or os.cpu_count() or 1
     print(f"data: no real competition files in {real}; rendering the synthetic default "

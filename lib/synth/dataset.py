@@ -36,7 +36,7 @@ import numpy as np
 
 from lib.io import atomic_open, atomic_path, write_json
 
-from .scene import (IMAGE_SIZE, as_rng, decode_depth, encode_depth, project, render_scene, sample_scene,
+from .scene import (IMAGE_SIZE, RENDERER_VERSION, as_rng, decode_depth, encode_depth, project, render_scene, sample_scene,
                     visibility)
 
 SPLITS = ("training", "evaluation")
@@ -165,7 +165,8 @@ def _check_writable(split_dir: Path) -> None:
 
 
 def _manifest(split: str, n_images: int, seed: int) -> dict:
-    return {"format": FORMAT_VERSION, "split": split, "n_images": int(n_images), "seed": int(seed)}
+    return {"format": FORMAT_VERSION, "renderer": RENDERER_VERSION, "split": split, "n_images": int(n_images),
+            "seed": int(seed)}
 
 
 def _has_files(split_dir: Path) -> bool:

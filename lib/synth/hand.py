@@ -210,8 +210,8 @@ _RELAX = [[18, 0, 22, 14], [22, 0, 30, 16], [28, 0, 36, 20], [34, 0, 42, 22]]
 _FIST = [[88, 0, 100, 62]] * 4
 _FLAT = [[2, 0, 4, 3]] * 4
 ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
-    ("relaxed", 3.0, [10, -15, 15, 20], _RELAX),
-    ("fist", 2.0, [40, 5, 45, 40], _FIST),
+    ("relaxed", 5.0, [10, -15, 15, 20], _RELAX),
+    ("fist", 1.0, [40, 5, 45, 40], _FIST),
     ("point", 1.5, [38, 5, 35, 35], [[5, 0, 6, 4]] + _FIST[1:]),
     ("pinch", 1.5, [30, -25, 20, 25], [[42, 0, 48, 28], [30, 0, 36, 20], [36, 0, 40, 22], [40, 0, 44, 24]]),
     ("ok", 0.8, [30, -25, 20, 25], [[48, 0, 55, 35], [8, 0, 10, 5], [10, 0, 10, 5], [14, 0, 12, 6]]),
@@ -222,7 +222,7 @@ ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
     ("thumbs_up", 0.6, [-5, 15, 0, 0], _FIST),
     ("claw", 0.7, [20, -30, 40, 40], [[-10, 0, 85, 60]] * 4),
     ("three", 0.5, [40, 5, 40, 40], [[4, -8, 5, 3], [4, 0, 5, 3], [4, 8, 5, 3], [88, 0, 100, 62]]),
-    ("random", 1.5, None, None),
+    ("random", 0.8, None, None),
 )
 
 
@@ -301,8 +301,8 @@ def hand_primitives(model: HandModel, sleeve: float | None = None, forearm_len: 
         prims.append(Prim("cone", dip, end, rd, rt, part=1 + 3 * f, pdir=rots[2][:, 2]))
         # fingernail: a thin ellipsoid on the back of the distal segment
         Rd = rots[2]
-        c = dip + (end - dip) * 0.62 - Rd[:, 2] * rt * 0.70
-        B = Rd @ np.diag([rt * 0.78, np.linalg.norm(end - dip) * 0.42, rt * 0.32])
+        c = dip + (end - dip) * 0.66 - Rd[:, 2] * rt * 0.74
+        B = Rd @ np.diag([rt * 0.80, np.linalg.norm(end - dip) * 0.46, rt * 0.32])
         prims.append(Prim("ell", c, B, part=1 + 3 * f, material="nail"))
     # palm
     pw, pl, sc = model.shape.palm_width, model.shape.palm_length, model.shape.scale
@@ -316,7 +316,7 @@ def hand_primitives(model: HandModel, sleeve: float | None = None, forearm_len: 
     # metacarpals (knuckles and tendons show on the back of the hand)
     for f, (bx, by, br) in zip(range(1, 5), [(0.013, 0.024, 0.0105), (0.002, 0.022, 0.0108),
                                             (-0.010, 0.024, 0.0104), (-0.019, 0.028, 0.0098)]):
-        prims.append(Prim("cone", P(bx, by, -0.003), J[4 + 4 * f], br * s, R[4 + 4 * f] * 1.04, part=0, pdir=ez))
+        prims.append(Prim("cone", P(bx, by, 0.001), J[4 + 4 * f], br * 0.8 * s, R[4 + 4 * f] * 1.0, part=0, pdir=ez))
     # webs between the finger bases: on the palm side the fingers start well beyond the MCPs
     for f in range(1, 4):
         pts = []
@@ -330,7 +330,7 @@ def hand_primitives(model: HandModel, sleeve: float | None = None, forearm_len: 
     th = J[4] + (J[3] - J[4]) * 0.55
     prims.append(Prim("cone", P(0.008, 0.028, 0.006), th, 0.0155 * s, 0.0125 * s, part=0, pdir=ez))
     # wrist
-    prims.append(Prim("ell", P(0.0, 0.002, 0.0), np.diag([0.026 * pw * sc, 0.026 * sc, 0.0185 * s]),
+    prims.append(Prim("ell", P(0.0, 0.004, 0.001), np.diag([0.027 * pw * sc, 0.024 * sc, 0.0155 * s]),
                       part=0, pdir=ez))
     # forearm: two tapered cones side by side (radius & ulna) give a flattened cross-section
     fl, fd = model.pose.wrist

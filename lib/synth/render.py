@@ -38,6 +38,7 @@ class Surface:
     palm: np.ndarray | None = None
     pdir: np.ndarray | None = None
     texture: np.ndarray | None = None
+    owner: int = 0  # >0: the pixels belong to one smooth skin surface (see blend_normals)
 
 
 class Canvas:
@@ -60,6 +61,7 @@ class Canvas:
         self.cls = np.zeros((height, width), np.uint8)
         self.albedo = np.zeros((height, width, 3), np.float32)
         self.normal = np.zeros((height, width, 3), np.float32)
+        self.owner = np.zeros((height, width), np.uint8)
 
     # ------------------------------------------------------------ helpers
     def _bbox(self, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -95,6 +97,7 @@ class Canvas:
         self.depth.reshape(-1)[fi] = zh
         self.label.reshape(-1)[fi] = surf.label
         self.cls.reshape(-1)[fi] = CLASS_IDS[surf.shade]
+        self.owner.reshape(-1)[fi] = surf.owner
         d = self.rays_flat[fi]
         n = normal_fn(d * (zh / d[:, 2])[:, None])
         n /= np.sqrt((n * n).sum(axis=1))[:, None] + 1e-12
@@ -179,6 +182,68 @@ class Canvas:
             return loc @ Ai
 
         self._write(box, t, surf, normal)
+
+
+    # ------------------------------------------------------------ one smooth skin
+    def blend_normals(self, prims: list, owner: int, k: float) -> None:
+        """Re-shade the owner's skin pixels as one smooth surface: the normal of the smooth union
+        (log-sum-exp, radius k metres) of `prims` at each visible point. The silhouette and depth
+        stay those of the exact union; the seams between primitives disappear from the shading."""
+        fi = self.index[(self.owner == owner) & (self.cls == CLASS_IDS["skin"])]
+        if not len(fi) or not prims:
+            return
+        d = self.rays_flat[fi]
+        p = d * (self.depth.reshape(-1)[fi] / d[:, 2])[:, None]
+        n = np.zeros_like(p)
+        p32 = p.astype(np.float32)
+        reach = 4.0 * k  # farther primitives weigh less than exp(-4) and are skipped
+        for pr in prims:
+            if pr.kind == "ell":
+                ext = np.sqrt((np.asarray(pr.b) ** 2).sum(axis=1))
+                lo, hi = pr.a - ext, pr.a + ext
+            else:
+                r = max(pr.ra, pr.rb)
+                lo, hi = np.minimum(pr.a, pr.b) - r, np.maximum(pr.a, pr.b) + r
+            lo, hi = (lo - reach).astype(np.float32), (hi + reach).astype(np.float32)
+            sel = np.nonzero((p32[:, 0] > lo[0]) & (p32[:, 0] < hi[0]) & (p32[:, 1] > lo[1]) & (p32[:, 1] < hi[1])
+                             & (p32[:, 2] > lo[2]) & (p32[:, 2] < hi[2]))[0]
+            if not len(sel):
+                continue
+            dist, grad = _sdf_grad(pr, p[sel])
+            n[sel] += np.exp(-np.clip(dist, -reach, reach) / k)[:, None] * grad
+        n /= np.sqrt((n * n).sum(axis=1))[:, None] + 1e-12
+        self.normal.reshape(-1, 3)[fi] = n
+
+
+def _sdf_grad(pr, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance (metres, approximate for ellipsoids) and unit gradient of a Prim at points p (N,3)."""
+    if pr.kind == "ell":
+        Ai = np.linalg.inv(np.asarray(pr.b, np.float64))
+        loc = (p - pr.a) @ Ai.T
+        g = loc @ Ai
+        k0 = np.sqrt((loc * loc).sum(axis=1))
+        k1 = np.sqrt((g * g).sum(axis=1)) + 1e-12
+        return k0 * (k0 - 1.0) / k1, g / k1[:, None]
+    a, b, ra, rb = np.asarray(pr.a, np.float64), np.asarray(pr.b, np.float64), pr.ra, pr.rb
+    ba = b - a
+    l2 = float(ba @ ba) + 1e-12
+    rr = ra - rb
+    d2 = l2 - rr * rr
+    q = p - a
+    yy = q @ ba - ra * rr
+    in_a, in_b = yy <= 0, yy >= d2
+    # body: distance to the cone's side along its normal, which leans by the taper
+    cos_t, sin_t = np.sqrt(max(d2, 1e-12) / l2), rr / np.sqrt(l2)
+    x = (q @ ba) / np.sqrt(l2)
+    body = np.sqrt(np.maximum((q * q).sum(axis=1) - x * x, 0.0)) * cos_t + x * sin_t - ra
+    da = np.sqrt((q * q).sum(axis=1)) - ra
+    qb = p - b
+    db = np.sqrt((qb * qb).sum(axis=1)) - rb
+    dist = np.where(in_a, da, np.where(in_b, db, body))
+    nb = d2 * q - ba[None, :] * yy[:, None]
+    g = np.where(in_a[:, None], q, np.where(in_b[:, None], qb, nb))
+    g /= np.sqrt((g * g).sum(axis=1))[:, None] + 1e-12
+    return dist, g
 
 
 @dataclass

@@ -15,19 +15,23 @@ import numpy as np
 from . import backgrounds
 from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, rot_x, rot_y,
                    rot_z, sample_pose, sample_shape)
-from .render import NEAR, Canvas, Light, Surface, shade
+from . import skin
+from .render import CLASS_IDS, NEAR, Canvas, Light, Surface, shade
 
+RENDERER_VERSION = 2             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (25.0, 200.0)       # hand bounding box (longest side of its keypoints), pixels
 TWO_HANDS_P = 0.45
 BODY_P = 0.55                    # a person-like body behind the hands
-OCCLUDER_P = 0.25                # objects between the camera and a hand
-HELD_OBJECT_P = 0.5              # an object in a grasping hand
+OCCLUDER_P = 0.12                # objects between the camera and a hand
+HELD_OBJECT_P = 0.3              # an object in a grasping hand
 FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the image
 OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
 DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
+END_ON = 0.75                    # |z| of the palm's long axis beyond which a view counts as end-on
+END_ON_P = 0.3                   # ... and such a view is kept with this probability
 SIDES = ("left", "right")
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
@@ -94,6 +98,7 @@ class SceneHand:
     skin: np.ndarray = field(default_factory=lambda: SKIN_TONES[2].copy())
     palm: np.ndarray = field(default_factory=lambda: SKIN_TONES[1].copy())
     held: list[Prim] = field(default_factory=list)   # objects in the hand (hand frame)
+    camera_prims: list[Prim] = field(default_factory=list)  # its skin surface as drawn (camera frame)
 
     @property
     def linear(self) -> np.ndarray:
@@ -144,12 +149,14 @@ def forearm_direction(pose: Pose) -> np.ndarray:
 
 
 def sample_orientation(rng: np.random.Generator, side: str, pose: Pose) -> np.ndarray:
-    """Random global rotation; the forearm rarely points at the camera."""
+    """Random global rotation; the forearm rarely points at the camera, and the hand is rarely seen
+    end-on (fingers pointing at or away from the camera), as for hands at the end of a person's arm."""
     M = MIRROR if side == "left" else np.eye(3)
     for _ in range(30):
         R = random_rotation(rng)
         arm = R @ M @ forearm_direction(pose)
-        if arm[2] > -0.45 or rng.random() < 0.08:
+        fingers = R @ M @ np.array([0.0, 1.0, 0.0])
+        if (arm[2] > -0.45 or rng.random() < 0.08) and (abs(fingers[2]) < END_ON or rng.random() < END_ON_P):
             return R
     return R
 
@@ -213,7 +220,7 @@ def _skin(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     back = SKIN_TONES[i] + (SKIN_TONES[i + 1] - SKIN_TONES[i]) * (x - i)
     back = np.clip(back * rng.uniform(0.93, 1.07, 3) * rng.uniform(0.9, 1.1), 0, 1)
     palm_target = np.array([0.92, 0.72, 0.62])
-    palm = back + (palm_target - back) * (0.12 + 0.3 * x / (len(SKIN_TONES) - 1))
+    palm = back + (palm_target - back) * (0.3 + 0.35 * x / (len(SKIN_TONES) - 1))
     return back, palm
 
 
@@ -378,10 +385,15 @@ def _draw(cv: Canvas, p: Prim, surf: Surface) -> None:
         cv.ellipsoid(p.a, p.b, surf)
 
 
+BLEND_RADIUS = 0.004  # metres: how far the shading blends across the seams of a hand's primitives
+
+
 def _draw_hand(cv: Canvas, hand: SceneHand, textures: dict, rng: np.random.Generator) -> None:
     L = hand.linear
-    nail = hand.skin + (np.array([0.96, 0.86, 0.84]) - hand.skin) * 0.4
+    owner = 1 + SIDES.index(hand.side)
+    nail = hand.skin + (np.array([0.97, 0.84, 0.83]) - hand.skin) * 0.6
     sleeve = textures.get("sleeve_" + hand.side)
+    skin_prims = []
     for p in hand_primitives(hand.model, hand.sleeve) + hand.held:
         if p.kind == "cone":
             q = Prim("cone", hand.to_camera(p.a), hand.to_camera(p.b), p.ra, p.rb)
@@ -390,22 +402,25 @@ def _draw_hand(cv: Canvas, hand: SceneHand, textures: dict, rng: np.random.Gener
         label = mask_id(hand.side, p.part)
         pdir = None if p.pdir is None else L @ p.pdir
         if p.material == "skin":
-            surf = Surface(label, "skin", hand.skin, hand.palm, pdir)
+            surf = Surface(label, "skin", hand.skin, hand.palm, pdir, owner=owner)
         elif p.material == "arm":
-            surf = Surface(label, "skin", hand.skin, (hand.skin + hand.palm) / 2, pdir)
+            surf = Surface(label, "skin", hand.skin, (hand.skin + hand.palm) / 2, pdir, owner=owner)
         elif p.material == "nail":
             surf = Surface(label, "nail", nail)
         elif p.material == "sleeve":
             surf = Surface(label, "cloth", sleeve[0], texture=sleeve[1])
         else:  # held object
             surf = Surface(label, str(rng.choice(["glossy", "matte"])), backgrounds._color(rng, 0.8))
+        if p.material in ("skin", "arm"):
+            skin_prims.append(q)
         _draw(cv, q, surf)
+    hand.camera_prims = skin_prims
 
 
 def _draw_all(cv: Canvas, scene: Scene, textures: dict, tex: list, rng: np.random.Generator) -> None:
-    for side in SIDES:
-        if scene.hands[side].present:
-            _draw_hand(cv, scene.hands[side], textures, rng)
+    present = [scene.hands[side] for side in SIDES if scene.hands[side].present]
+    for hand in present:
+        _draw_hand(cv, hand, textures, rng)
     for e in scene.extras:
         if e.prim.material.startswith("sleeve_of_") and e.shade == "cloth":
             col, t = textures["sleeve_" + e.prim.material[len("sleeve_of_"):]]
@@ -415,6 +430,25 @@ def _draw_all(cv: Canvas, scene: Scene, textures: dict, tex: list, rng: np.rando
         else:
             surf = Surface(PERSON_ID, e.shade, e.color)
         _draw(cv, e.prim, surf)
+    for hand in present:
+        cv.blend_normals(hand.camera_prims, 1 + SIDES.index(hand.side), BLEND_RADIUS * hand.model.shape.scale)
+        _paint_skin(cv, hand, int(rng.integers(1 << 30)))
+
+
+def _paint_skin(cv: Canvas, hand: SceneHand, seed: int) -> None:
+    """Creases, palm lines, knuckle wrinkles and mottling on a hand's visible skin (lib.synth.skin)."""
+    fi = cv.index[(cv.owner == 1 + SIDES.index(hand.side)) & (cv.cls == CLASS_IDS["skin"])]
+    if not len(fi):
+        return
+    d = cv.rays_flat[fi]
+    p = d * (cv.depth.reshape(-1)[fi] / d[:, 2])[:, None]
+    L = hand.linear  # orthogonal (a rotation, times a mirror for a left hand): its inverse is L.T
+    q = (p - hand.t) @ L
+    n = cv.normal.reshape(-1, 3)[fi].astype(np.float64) @ L
+    lab = cv.label.reshape(-1)[fi].astype(np.int64) - (0 if hand.side == "left" else 16)
+    part = np.where(lab == 17, 0, lab - 1)
+    part[cv.label.reshape(-1)[fi] == PERSON_ID] = -1
+    cv.albedo.reshape(-1, 3)[fi] *= skin.detail(hand.model, q, n, part, seed).astype(np.float32)[:, None]
 
 
 def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray]:
