@@ -322,7 +322,7 @@ def bench_scaling(name: str = "hm_resnet18", procs: tuple[int, ...] = (1, 2), ba
 # --------------------------------------------------------------------------- accuracy
 def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """The finished runs (val metrics, training time, epochs, test MSE when the solution is known),
-    plus the ensembles of outputs/leaderboard.csv."""
+    plus the ensembles and baselines of outputs/leaderboard.csv."""
     rows = []
     for d in sorted(Path(runs_dir or paths.runs()).glob("*/")):
         if not (d / "val_metrics.json").exists():
@@ -341,7 +341,7 @@ def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     board = paths.outputs() / "leaderboard.csv"
     if board.exists():
         lb = pd.read_csv(board)
-        for _, r in lb[lb["name"].str.startswith("ensemble") | (lb["name"] == "baseline_mean_pose")].iterrows():
+        for _, r in lb[lb["name"].str.startswith("ensemble") | lb["name"].str.startswith("baseline_")].iterrows():
             n_runs = str(r["model"]).count(":")
             model = f"{n_runs} runs" if n_runs else r["model"]
             df = pd.concat([df, pd.DataFrame([{"run": r["name"], "model": model, "recipe": "-",

@@ -1,6 +1,10 @@
 """Ensembles of finished runs: weights fitted on validation, applied to test, and a leaderboard.
 
     python -m lib.ensemble --name ensemble            # every finished run -> submissions/ensemble.csv
+
+Rows named baseline_* are for reference only (never in an ensemble, never the submission): the
+training mean pose, and off-the-shelf predictions in outputs/baselines/<name>/ (val_index.npy,
+val_pred.npy, test_pred.npy, meta.json; e.g. `python -m benchmarks.realism baseline`).
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from lib.submit import read_submission, validate_submission, write_submission
 from lib import paths
 
 LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
-BASELINE = "baseline_mean_pose"
+BASELINE_PREFIX = "baseline_"
+BASELINE = BASELINE_PREFIX + "mean_pose"
 
 
 @dataclass
@@ -45,6 +50,47 @@ def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]
         runs.append(RunPredictions(d.name, cfg["model"], cfg["recipe"], np.load(files[0]), np.load(files[1]),
                                    np.load(files[2]), cfg["data_dir"]))
     return runs
+
+
+def load_baselines(baselines_dir: str | os.PathLike | None = None, files: data.DataPaths | None = None
+                   ) -> list[RunPredictions]:
+    """Every complete folder of outputs/baselines/ as a board entry named baseline_<folder>; with
+    `files`, only those made on these very files (meta.json "data": their fingerprints)."""
+    out = []
+    for d in sorted(Path(baselines_dir or paths.baselines()).glob("*/")):
+        need = [d / f for f in ("val_index.npy", "val_pred.npy", "test_pred.npy", "meta.json")]
+        if not all(f.exists() for f in need):
+            continue
+        meta = json.loads(need[3].read_text())
+        if files is not None and meta.get("data") != data_fingerprints(files):
+            print(f"leaderboard: leaving out {BASELINE_PREFIX + d.name}: made on another copy of {files.root} "
+                  f"(training.h5 or testing.h5 changed since); make it again")
+            continue
+        out.append(RunPredictions(BASELINE_PREFIX + d.name, meta.get("model", d.name), "-", np.load(need[0]),
+                                  np.load(need[1]), np.load(need[2]), meta.get("data_dir", "")))
+    return out
+
+
+def data_fingerprints(files: data.DataPaths) -> dict[str, str]:
+    """Identity of a dataset's training and test files, for predictions made on them."""
+    return {"training": data.fingerprint(files.training), "testing": data.fingerprint(files.testing)}
+
+
+def matching_baselines(baselines: list[RunPredictions], ref: RunPredictions) -> list[RunPredictions]:
+    """The baselines made on ref's data, validation samples and test set; one line for each one left out."""
+    keep = []
+    for b in baselines:
+        why = (f"other data than {ref.name}" if Path(b.data_dir).resolve() != Path(ref.data_dir).resolve()
+               else f"other validation samples than {ref.name}" if not np.array_equal(b.val_index, ref.val_index)
+               else f"another test set than {ref.name}" if b.test_pred.shape != ref.test_pred.shape
+               else "val_pred.npy and val_index.npy of different lengths" if len(b.val_pred) != len(b.val_index)
+               else None)
+        if why:
+            print(f"leaderboard: leaving out {b.name}: {why} ({len(b.val_index)} vs {len(ref.val_index)} "
+                  f"validation hands, {b.data_dir} vs {ref.data_dir}); make it again on the runs' data")
+        else:
+            keep.append(b)
+    return keep
 
 
 def compatible(runs: list[RunPredictions]) -> list[RunPredictions]:
@@ -73,11 +119,14 @@ def combine(preds: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
 
 
 def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, solution: np.ndarray | None = None,
-                mean_pose: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                mean_pose: np.ndarray | None = None, baselines: list[RunPredictions] = ()
+                ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Validation metrics of every run and of the mean and fitted ensembles; also their test predictions.
 
     `mean_pose` (21, 2), the training set's mean keypoints, adds the row `baseline_mean_pose`: the
     score of predicting the same pose for every crop, the floor any trained model must beat.
+    `baselines` (on the runs' validation samples) add a row each; they are in no ensemble and
+    their test predictions are not returned.
     """
     rows, tests = [], {}
     if mean_pose is not None:
@@ -86,6 +135,8 @@ def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, sol
         const_test = np.broadcast_to(mean_pose, (n_test, *mean_pose.shape))
         rows.append({"name": BASELINE, "model": "training mean pose", "recipe": "-",
                      **_scores(const_val, gt, vis, const_test, solution)})
+    for b in baselines:
+        rows.append({"name": b.name, "model": b.model, "recipe": "-", **_scores(b.val_pred, gt, vis, b.test_pred, solution)})
     for r in runs:
         rows.append({"name": r.name, "model": r.model, "recipe": r.recipe, **_scores(r.val_pred, gt, vis, r.test_pred, solution)})
         tests[r.name] = r.test_pred
@@ -111,10 +162,10 @@ def _scores(val, gt, vis, test, solution) -> dict:
 
 
 def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | None = None,
-                        runs_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None
-                        ) -> tuple[pd.DataFrame, Path]:
-    """Leaderboard of the finished runs (on data_dir, if given) plus ensembles; writes the best entry
-    as submissions/<name>.csv and the table as outputs/leaderboard.csv."""
+                        runs_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                        baselines_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, Path]:
+    """Leaderboard of the finished runs (on data_dir, if given) plus ensembles and baselines; writes
+    the best run or ensemble as submissions/<name>.csv and the table as outputs/leaderboard.csv."""
     runs = load_runs(runs_dir)
     if data_dir is not None:
         runs = [r for r in runs if Path(r.data_dir).resolve() == Path(data_dir).resolve()]
@@ -129,10 +180,11 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
     solution = read_submission(files.solution) if files.solution else None
     train_mask = np.ones(len(cache), bool)
     train_mask[runs[0].val_index] = False
-    board, tests = leaderboard(runs, gt, vis, solution, mean_pose=cache.kp[train_mask].mean(0))
+    baselines = matching_baselines(load_baselines(baselines_dir, files), runs[0])
+    board, tests = leaderboard(runs, gt, vis, solution, mean_pose=cache.kp[train_mask].mean(0), baselines=baselines)
     with io.atomic_open(paths.outputs() / "leaderboard.csv", "w", newline="") as f:
         board.to_csv(f, index_label="rank")
-    best = board[board["name"] != BASELINE].iloc[0]["name"]
+    best = board[~board["name"].str.startswith(BASELINE_PREFIX)].iloc[0]["name"]
     out = Path(out_dir or paths.submissions()) / f"{name}.csv"
     write_submission(out, tests[best])
     validate_submission(out, len(tests[best]))

@@ -1,7 +1,7 @@
 """Where the repo reads and writes; environment variables move them (tests use temporary dirs).
 
 HANDJOINTS_DATA         data root (default: data/): real competition files, synthetic sets, caches
-HANDJOINTS_OUTPUTS      outputs root (default: outputs/): runs/, notebooks/, eda/, leaderboard.csv
+HANDJOINTS_OUTPUTS      outputs root (default: outputs/): runs/, baselines/, notebooks/, eda/, leaderboard.csv
 HANDJOINTS_SUBMISSIONS  submission CSVs (default: submissions/)
 """
 from __future__ import annotations
@@ -22,6 +22,11 @@ def outputs() -> Path:
 
 def runs() -> Path:
     return outputs() / "runs"
+
+
+def baselines() -> Path:
+    """Off-the-shelf predictions scored beside the runs (e.g. benchmarks.realism baseline)."""
+    return outputs() / "baselines"
 
 
 def submissions() -> Path:

@@ -280,6 +280,19 @@ def _amp_dtype(amp: str) -> torch.dtype:
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
+def split_indices(files: data.DataPaths, cache: data.CropCache, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation cache indices of a resolved config: the saved split, then the profile's limits."""
+    val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if cfg.limit_train:  # fixed subsets: every run of a profile sees the same samples
+        rng = np.random.default_rng([cfg.seed, 1])
+        train_idx = np.sort(rng.choice(train_idx, min(cfg.limit_train, len(train_idx)), replace=False))
+    if cfg.limit_val:
+        rng = np.random.default_rng([cfg.seed, 2])
+        val_idx = np.sort(rng.choice(val_idx, min(cfg.limit_val, len(val_idx)), replace=False))
+    return train_idx, val_idx
+
+
 def fit(cfg: TrainConfig | None = None, **overrides) -> Path:
     """Train (or resume, or return a finished run); returns the run directory."""
     return train_model(cfg, **overrides)[0]
@@ -299,19 +312,12 @@ def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torc
     files = data.find_data(cfg.data_dir)
     if is_main:  # the main process builds the cache and the split; the others wait, then read them
         cache = data.build_cache(files.training)
-        val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
+        train_idx, val_idx = split_indices(files, cache, cfg)
     if world > 1:
         dist.barrier()
     if not is_main:
         cache = data.build_cache(files.training)
-        val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
-    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-    if cfg.limit_train:  # fixed subsets: every run of a profile sees the same samples
-        rng = np.random.default_rng([cfg.seed, 1])
-        train_idx = np.sort(rng.choice(train_idx, min(cfg.limit_train, len(train_idx)), replace=False))
-    if cfg.limit_val:
-        rng = np.random.default_rng([cfg.seed, 2])
-        val_idx = np.sort(rng.choice(val_idx, min(cfg.limit_val, len(val_idx)), replace=False))
+        train_idx, val_idx = split_indices(files, cache, cfg)
     train_ds = data.HandDataset(cache, train_idx, augment_lib.build(cfg.augment), cfg.seed)
     val_ds = data.HandDataset(cache, val_idx)
     batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.sampler, cfg.seed, rank, world)

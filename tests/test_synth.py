@@ -267,4 +267,6 @@ def test_contact_sheet(tmp_path: Path) -> None:
     from lib.synth import contact_sheet
     out = contact_sheet(tmp_path / "sheet.png", seed=1)
     img = cv2.imread(str(out))
-    assert img is not None and img.shape[0] == 4 * 320 and img.shape[1] in (4 * 320, 5 * 320)
+    assert img is not None and img.shape[0] == 4 * 320 + 128 and img.shape[1] in (4 * 320, 5 * 320)
+    row = img[4 * 320:]  # the network's view: 128 px competition crops, not the grey fill
+    assert (row[:, :128] != 40).any() and (row[:, 128:256] != 40).any()

@@ -1,0 +1,431 @@
+"""Realism meter: how well a real-photo hand model (MediaPipe Hands) reads our synthetic hands,
+side by side with real hands; and the same model as a leaderboard baseline.
+
+    python -m benchmarks.realism fetch                     # once: the model file and its runtime
+    python -m benchmarks.realism [--images 400] [--seed 0] [--setting upright as-is best-rot]
+    python -m benchmarks.realism --out BENCHMARKS.md        # also replace the realism section there
+    python -m benchmarks.realism baseline [--data-dir DIR]  # predictions -> outputs/baselines/mediapipe_*/
+
+The judge is MediaPipe's hand landmark network (`hand_landmark_full.tflite`, shipped inside the
+`mediapipe==0.10.21` wheel on PyPI), run offline with `ai-edge-litert`. Neither is part of the
+main requirements: `fetch` installs `requirements-realism.txt` and unpacks the model file from
+the wheel into data/models/. It was trained on real photographs only, so the better it reads a
+hand, the more photo-like that hand is.
+
+Each hand is cut with the competition crop (lib.data.competition_crop; real photos: the same
+square keypoint box), then shown to the network as MediaPipe's own pipeline would after its palm
+detector: rotated so that the wrist -> middle-MCP line points up ("upright", from the ground
+truth) and centred in a square 224 px view that is ROI_SCALE times the crop. Settings that need
+no ground truth: "as-is" (the crop, unrotated) and "best-rot" (8 rotations, the one with the
+highest hand-presence score). Predictions are mapped back to 128 px crop pixels and scored:
+PCK@0.2 (threshold 0.2 x the longer side of the keypoint box), EPE and kaggle MSE, over all 21
+joints as the competition scores them.
+
+`baseline` writes the judge's predictions on the validation crops (the runs' validation samples)
+and the test crops of a dataset, per setting, for lib.ensemble to show as baseline_mediapipe_*
+rows of outputs/leaderboard.csv; "upright" reads the ground truth, so it is labelled as such.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lib.data import CROP_SIZE, competition_crop, hand_inside
+from lib.joints import FROM_BASE_TIP, NUM_JOINTS
+from lib.paths import REPO, baselines, data_root
+
+MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
+MODEL_MEMBER = "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"
+MODEL_SHA256 = "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3"
+REQUIREMENTS = REPO / "requirements-realism.txt"
+INPUT = 224          # the landmark network's input side
+ROI_SCALE = 1.3      # the network sees this many crop sides (measured best for real RHD frames and photos: 1.2-1.4)
+MIDDLE_MCP = 12      # our joint order: wrist 0, middle finger tip..mcp 9..12
+SETTINGS = ("upright", "as-is", "best-rot")
+SHARED = REPO.parent / "shared" / "reference"
+# baseline folder (outputs/baselines/<folder>, board row baseline_<folder>) and its model column
+BASELINES = {"as-is": ("mediapipe_as-is", "MediaPipe Hands landmark net, crop as-is"),
+             "best-rot": ("mediapipe_best-rot", "MediaPipe Hands landmark net, best of 8 rotations by its hand presence"),
+             "upright": ("mediapipe_upright-gt", "MediaPipe Hands landmark net, rotated upright FROM GROUND TRUTH (not fair)")}
+
+
+def model_path() -> Path:
+    return data_root() / "models" / Path(MODEL_MEMBER).name
+
+
+HOW_TO_GET = (f"get it with `python -m benchmarks.realism fetch` (pip installs {REQUIREMENTS.name} and "
+              f"unpacks {Path(MODEL_MEMBER).name} from the {MEDIAPIPE_WHEEL} wheel on PyPI)")
+
+
+class MeterUnavailable(RuntimeError):
+    """The judge model or its runtime is missing or unreadable (the message says how to fix it)."""
+
+
+# ---------------------------------------------------------------- scoring (no model needed)
+def score(pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray | None = None,
+          alpha: float = 0.2) -> dict[str, float]:
+    """PCK@alpha (box-normalised), EPE and kaggle MSE of (N,21,2) predictions in crop pixels,
+    over all joints, or over the `labelled` (N,21) ones (photos with unannotated joints)."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (NUM_JOINTS, 2):
+        raise ValueError(f"pred and gt: expected equal shapes (N, 21, 2), found {pred.shape} and {gt.shape}")
+    m = np.ones(gt.shape[:2], bool) if labelled is None else np.asarray(labelled, bool)
+    if m.shape != gt.shape[:2]:
+        raise ValueError(f"labelled: expected shape {gt.shape[:2]}, found {m.shape}")
+    if not m.any():
+        return {"n": int(len(gt)), "pck": float("nan"), "epe": float("nan"), "mse": float("nan")}
+    d = np.linalg.norm(pred - gt, axis=-1)
+    box = np.where(m[..., None], gt, np.nan)
+    with warnings.catch_warnings():  # hands without a labelled joint: NaN threshold, never used
+        warnings.simplefilter("ignore", RuntimeWarning)
+        thr = alpha * np.nanmax(np.nanmax(box, axis=1) - np.nanmin(box, axis=1), axis=1)[:, None]
+    return {"n": int(len(gt)), "pck": float((d < thr)[m].mean()), "epe": float(d[m].mean()),
+            "mse": float(np.mean(((pred - gt) ** 2)[m]))}
+
+
+def upright_angle(kp: np.ndarray) -> float:
+    """Rotation (radians, image coordinates) that turns the wrist -> middle-MCP line to point up."""
+    v = np.asarray(kp[MIDDLE_MCP], np.float64) - np.asarray(kp[0], np.float64)
+    return float(np.arctan2(v[0], -v[1]))  # 0 when the MCP is straight above the wrist
+
+
+def view_transform(angle: float, side: float = CROP_SIZE, roi_scale: float | None = None,
+                   out: int = INPUT) -> np.ndarray:
+    """2x3 affine from crop pixels to the network's view: the crop rotated by -angle about its
+    centre, roi_scale crop sides filling `out` pixels."""
+    c = (side - 1) / 2.0
+    s = out / ((roi_scale or ROI_SCALE) * side)
+    ca, sa = np.cos(-angle), np.sin(-angle)
+    A = s * np.array([[ca, -sa], [sa, ca]])
+    t = np.array([(out - 1) / 2.0, (out - 1) / 2.0]) - A @ np.array([c, c])
+    return np.concatenate([A, t[:, None]], axis=1)
+
+
+def apply_affine(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return np.asarray(pts, np.float64) @ M[:, :2].T + M[:, 2]
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(M, np.float64))
+
+
+# ---------------------------------------------------------------- the judge
+class Judge:
+    """MediaPipe's hand landmark network on the CPU: 224x224 RGB in, 21 points (our order) out."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        path = Path(path) if path else model_path()
+        if not path.is_file():
+            raise MeterUnavailable(f"{path}: model file not found; {HOW_TO_GET}")
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise MeterUnavailable(f"{path}: its runtime ai-edge-litert is not installed; {HOW_TO_GET}") from None
+        if hashlib.sha256(path.read_bytes()).hexdigest() != MODEL_SHA256:
+            raise MeterUnavailable(f"{path}: corrupt or not the {Path(MODEL_MEMBER).name} of {MEDIAPIPE_WHEEL} "
+                                   f"(sha256 differs); delete it and {HOW_TO_GET}")
+        try:
+            self.it = Interpreter(model_path=str(path), num_threads=1)
+            self.it.allocate_tensors()
+        except Exception as e:  # noqa: BLE001 - any load failure means an unusable file or runtime
+            raise MeterUnavailable(f"{path}: not loadable ({str(e).splitlines()[0][:120]}); "
+                                   f"delete it and {HOW_TO_GET}") from None
+        self.inp = self.it.get_input_details()[0]["index"]
+        by_name = {d["name"]: d["index"] for d in self.it.get_output_details()}
+        self.landmarks, self.presence = by_name["Identity"], by_name["Identity_1"]
+
+    def __call__(self, view: np.ndarray) -> tuple[np.ndarray, float]:
+        """(21,2) points in view pixels (our joint order) and the hand-presence score 0..1."""
+        x = (np.asarray(view, np.float32) / 255.0)[None]
+        self.it.set_tensor(self.inp, np.ascontiguousarray(x))
+        self.it.invoke()
+        lm = self.it.get_tensor(self.landmarks).reshape(NUM_JOINTS, 3)[:, :2].astype(np.float64)
+        pres = float(self.it.get_tensor(self.presence).reshape(-1)[0])
+        if pres < 0 or pres > 1:  # a logit
+            pres = float(1 / (1 + np.exp(-pres)))
+        return lm[FROM_BASE_TIP], pres
+
+
+def predict_crop(judge: Judge, crop: np.ndarray, angle: float | None) -> tuple[np.ndarray, float]:
+    """Judge one 128 crop; angle None tries 8 rotations and keeps the most confident one."""
+    angles = [angle] if angle is not None else list(np.arange(8) * np.pi / 4)
+    best = None
+    for a in angles:
+        M = view_transform(a, crop.shape[0])
+        view = cv2.warpAffine(np.asarray(crop), M, (INPUT, INPUT), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        lm, pres = judge(view)
+        if best is None or pres > best[1]:
+            best = (apply_affine(invert_affine(M), lm), pres)
+    return best
+
+
+def judge_crops(judge: Judge, crops: np.ndarray, gt: np.ndarray | None, setting: str,
+                progress: str | None = None) -> np.ndarray:
+    """(N,21,2) predictions in crop pixels under a setting ('upright' needs gt)."""
+    from tqdm import tqdm
+    out = np.zeros((len(crops), NUM_JOINTS, 2))
+    for i in tqdm(range(len(crops)), desc=progress, unit="crop", leave=False, disable=progress is None):
+        a = upright_angle(gt[i]) if setting == "upright" else 0.0 if setting == "as-is" else None
+        out[i] = predict_crop(judge, crops[i], a)[0]
+    return out
+
+
+# ---------------------------------------------------------------- the hands
+@dataclass
+class HandSet:
+    name: str
+    crops: np.ndarray     # (N,128,128,3) uint8 RGB
+    kp: np.ndarray        # (N,21,2) crop pixels
+    labelled: np.ndarray | None = None  # (N,21) bool; None = all joints annotated
+
+
+def square_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The competition crop of a hand in an image of any size (zero-padded to a square first)."""
+    h, w = image.shape[:2]
+    s = max(h, w)
+    sq = np.zeros((s, s, 3), np.uint8)
+    sq[:h, :w] = image
+    return competition_crop(sq, kp)
+
+
+def synthetic_hands(n_images: int, seed: int = 0) -> HandSet:
+    """Competition crops of every usable hand in n evaluation-split renders (as lib.data builds the test set)."""
+    from lib.synth import image_seed, render_image
+    crops, kps = [], []
+    for i in range(n_images):
+        s = render_image(image_seed(seed, "evaluation", i))
+        for h in (0, 1):
+            uv = s["uv_vis"][21 * h:21 * h + 21, :2]
+            if hand_inside(uv):
+                c, k = competition_crop(s["color"], uv)
+                crops.append(c)
+                kps.append(k)
+    return HandSet(f"synthetic (seed {seed}, {n_images} images)", np.stack(crops), np.stack(kps))
+
+
+def rhd_hands(reference: Path = SHARED) -> HandSet | None:
+    """The real RHD frames in ../shared/reference (None when absent)."""
+    js = reference / "rhd_samples" / "test_rhd.json"
+    if not js.is_file():
+        return None
+    meta = json.loads(js.read_text())
+    names = {im["id"]: im["file_name"] for im in meta["images"]}
+    crops, kps = [], []
+    for ann in meta["annotations"]:
+        img = cv2.imread(str(js.parent / names[ann["image_id"]]), cv2.IMREAD_COLOR)[..., ::-1]
+        c, k = competition_crop(np.ascontiguousarray(img), np.array(ann["keypoints"], np.float64).reshape(21, 3)[:, :2])
+        crops.append(c)
+        kps.append(k)
+    return HandSet("real RHD frames", np.stack(crops), np.stack(kps))
+
+
+def photo_hands(reference: Path = SHARED) -> HandSet | None:
+    """Real photographs (FreiHAND, OneHand10K, Panoptic) in ../shared/reference, duplicates dropped."""
+    folder = reference / "real_hands"
+    if not folder.is_dir():
+        return None
+    crops, kps, lab, seen = [], [], [], set()
+    for js in sorted(folder.glob("*/*.json")):
+        meta = json.loads(js.read_text())
+        names = {im["id"]: im["file_name"] for im in meta["images"]}
+        for ann in meta["annotations"]:
+            kp = np.array(ann["keypoints"], np.float64).reshape(21, 3)[FROM_BASE_TIP]
+            img = cv2.imread(str(js.parent / names[ann["image_id"]]), cv2.IMREAD_COLOR)
+            if img is None or hash(img.tobytes()) in seen:  # Panoptic frames are stored twice
+                continue
+            seen.add(hash(img.tobytes()))
+            ok = ~(kp[:, :2] == 0).all(axis=1)  # OneHand10K: missing joints are (0, 0)
+            pts = np.where(ok[:, None], kp[:, :2], kp[ok, :2].mean(axis=0))
+            c, k = square_crop(np.ascontiguousarray(img[..., ::-1]), pts)
+            crops.append(c)
+            kps.append(k)
+            lab.append(ok)
+    if not crops:
+        return None
+    return HandSet("real photos", np.stack(crops), np.stack(kps), np.stack(lab))
+
+
+# ---------------------------------------------------------------- provenance, fetch
+def versions() -> str:
+    import importlib.metadata as md
+    out = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"opencv {cv2.__version__}"]
+    try:
+        out.append(f"ai-edge-litert {md.version('ai-edge-litert')}")
+    except md.PackageNotFoundError:
+        pass
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return ", ".join(out + [f"model {Path(MODEL_MEMBER).name} from {MEDIAPIPE_WHEEL}"]
+                     + ([f"repo {rev}"] if rev else []))
+
+
+def provenance(argv: list[str]) -> dict[str, str]:
+    """The command, date and versions of this measurement."""
+    return {"command": shlex.join(["python", "-m", "benchmarks.realism", *argv]),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "versions": versions()}
+
+
+def table(rows: list[tuple[str, str, dict]]) -> str:
+    lines = ["| hands | setting | n | PCK@0.2 (box) | EPE (px, 128 crop) | kaggle MSE |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for name, setting, m in rows:
+        lines.append(f"| {name} | {setting} | {m['n']} | {m['pck']:.3f} | {m['epe']:.1f} | {m['mse']:.0f} |")
+    return "\n".join(lines)
+
+
+def fetch() -> Path:
+    """Install the runtime and unpack the model file from the MediaPipe wheel (PyPI) into data/models/."""
+    dest = model_path()
+    print(f"pip install -r {REQUIREMENTS}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True, timeout=900)
+    if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == MODEL_SHA256:
+        print(f"{dest}: already there")
+        return dest
+    with tempfile.TemporaryDirectory(prefix="mediapipe_wheel_") as tmp:
+        print(f"pip download --no-deps {MEDIAPIPE_WHEEL} (about 36 MB; only the model file is kept)")
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "-d", tmp, MEDIAPIPE_WHEEL], check=True, timeout=900)
+        wheel = next(Path(tmp).glob("mediapipe-*.whl"))
+        from lib.io import atomic_open
+        with zipfile.ZipFile(wheel) as z, atomic_open(dest, "wb") as f:
+            f.write(z.read(MODEL_MEMBER))
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    return dest
+
+
+# ---------------------------------------------------------------- the meter
+def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | None = None,
+            reference: Path = SHARED) -> list[tuple[str, str, dict]]:
+    """(hands, setting, scores) for the synthetic renders and the real hands that are present."""
+    judge = judge or Judge()
+    rows = []
+    for hs in (synthetic_hands(images, seed), rhd_hands(reference), photo_hands(reference)):
+        if hs is None:
+            continue
+        for st in settings:
+            rows.append((hs.name, st, score(judge_crops(judge, hs.crops, hs.kp, st), hs.kp, hs.labelled)))
+    return rows
+
+
+# ---------------------------------------------------------------- the leaderboard baseline
+def runs_val_index(files, cache, profile: str | None, runs_dir: Path | None = None) -> tuple[np.ndarray, str]:
+    """The validation samples of the finished runs on these files (the most common), else the profile's."""
+    from lib.ensemble import load_runs
+    from lib.train import TrainConfig, split_indices
+    same = [r for r in load_runs(runs_dir) if Path(r.data_dir).resolve() == files.root.resolve()]
+    if same and profile is None:
+        key, _ = Counter(r.val_index.tobytes() for r in same).most_common(1)[0]
+        names = [r.name for r in same if r.val_index.tobytes() == key]
+        return next(r.val_index for r in same if r.val_index.tobytes() == key), f"those of {', '.join(names)}"
+    cfg = TrainConfig(profile=profile or "auto", data_dir=str(files.root)).resolved()
+    return split_indices(files, cache, cfg)[1], f"the {cfg.profile} profile's"
+
+
+def make_baseline(data_dir: str = "auto", settings: tuple[str, ...] = ("as-is", "best-rot", "upright"),
+                  profile: str | None = None, judge: Judge | None = None, out_dir: Path | None = None,
+                  argv: list[str] | None = None) -> list[Path]:
+    """The judge's validation and test predictions per setting in out_dir/<folder>/ (see BASELINES)."""
+    from lib import data, io, metrics
+    from lib.ensemble import data_fingerprints
+    from lib.submit import read_submission
+    from lib.train import resolve_data_dir
+    judge = judge or Judge()
+    files = data.find_data(resolve_data_dir(data_dir))
+    cache = data.build_cache(files.training)
+    val_idx, source = runs_val_index(files, cache, profile)
+    val_crops, gt, vis = np.stack([cache.crop[i] for i in val_idx]), cache.kp[val_idx], cache.vis[val_idx]
+    test_crops = data.load_test_crops(files.testing)
+    solution = read_submission(files.solution, len(test_crops)) if files.solution else None
+    print(f"baseline: {files.root}: {len(val_idx)} validation hands ({source}), {len(test_crops)} test crops")
+    written = []
+    for st in settings:
+        folder, model = BASELINES[st]
+        d = Path(out_dir or baselines()) / folder
+        (d / "meta.json").unlink(missing_ok=True)  # incomplete until the new meta.json is written
+        val_pred = judge_crops(judge, val_crops, gt, st, progress=f"{st} validation")
+        if st == "upright" and solution is None:  # needs the test set's ground truth
+            test_pred = np.full((len(test_crops), NUM_JOINTS, 2), np.nan)
+        else:
+            test_pred = judge_crops(judge, test_crops, solution, st, progress=f"{st} test")
+        s = {k: v for k, v in metrics.summary(val_pred, gt, vis).items() if k in ("kaggle_mse", "epe", "pck@2px")}
+        if solution is not None:
+            s["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, solution)
+        for name, arr in (("val_index", val_idx), ("val_pred", val_pred.astype(np.float32)),
+                          ("test_pred", test_pred.astype(np.float32))):
+            io.save_npy(d / f"{name}.npy", arr)
+        io.write_json(d / "meta.json", {"model": model, "setting": st, "data_dir": str(files.root.resolve()),
+                                        "data": data_fingerprints(files),
+                                        "validation": source, "val_size": len(val_idx), "test_size": len(test_crops),
+                                        "test_pred": "NaN: needs solution.csv" if np.isnan(test_pred).all() else "ok",
+                                        "roi_scale": ROI_SCALE, **s, **provenance(argv or ["baseline"])})
+        print(f"{d}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()), flush=True)
+        written.append(d)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.realism", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", default="measure", choices=["measure", "fetch", "baseline"])
+    ap.add_argument("--images", type=int, default=400, help="measure: synthetic evaluation images to render (default 400)")
+    ap.add_argument("--seed", type=int, default=0, help="measure: renderer seed")
+    ap.add_argument("--setting", nargs="+", choices=SETTINGS,
+                    help="default: upright (measure); as-is best-rot upright (baseline)")
+    ap.add_argument("--out", type=Path, help="measure: also write the section into this markdown file (e.g. BENCHMARKS.md)")
+    ap.add_argument("--data-dir", default="auto", help="baseline: the dataset (default: as training picks it)")
+    ap.add_argument("--profile", default=None, choices=["full", "cpu", "smoke", "auto"],
+                    help="baseline: validation samples of this profile (default: those of the finished runs, else auto)")
+    a = ap.parse_args(argv)
+    if a.command == "fetch":
+        try:
+            fetch()
+        except (subprocess.SubprocessError, OSError, KeyError, StopIteration, zipfile.BadZipFile) as e:
+            print(f"error: fetching the realism meter failed: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if a.images < 1:
+        print(f"error: --images: expected a positive count, found {a.images}", file=sys.stderr)
+        return 2
+    try:
+        judge = Judge()
+        if a.command == "baseline":
+            make_baseline(a.data_dir, tuple(a.setting or BASELINES), a.profile, judge, argv=argv)
+            return 0
+    except (MeterUnavailable, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = measure(a.images, a.seed, tuple(a.setting or ["upright"]), judge)
+    p = provenance(argv)
+    text = "\n".join(["### Realism meter: MediaPipe Hands on synthetic and real hands", "",
+                      f"- command: `{p['command']}`", f"- date: {p['date']}", f"- versions: {p['versions']}",
+                      "", table(rows)]) + "\n"
+    print(text)
+    if a.out:
+        from lib.bench import update_section
+        update_section(a.out, "realism", text)
+        print(f"{a.out}: section realism updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
