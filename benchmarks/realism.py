@@ -204,19 +204,21 @@ def square_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return competition_crop(sq, kp)
 
 
-def synthetic_hands(n_images: int, seed: int = 0) -> HandSet:
-    """Competition crops of every usable hand in n evaluation-split renders (as lib.data builds the test set)."""
-    from lib.synth import image_seed, render_image
+def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandSet:
+    """Competition crops of every usable hand in n evaluation-split renders (as lib.data builds the test set);
+    single: one hand alone per image instead (lib.synth.render_single_hand: its appearance only)."""
+    from lib.synth import image_seed, render_image, render_single_hand
     crops, kps = [], []
     for i in range(n_images):
-        s = render_image(image_seed(seed, "evaluation", i))
+        s = (render_single_hand if single else render_image)(image_seed(seed, "evaluation", i))
         for h in (0, 1):
             uv = s["uv_vis"][21 * h:21 * h + 21, :2]
             if hand_inside(uv):
                 c, k = competition_crop(s["color"], uv)
                 crops.append(c)
                 kps.append(k)
-    return HandSet(f"synthetic (seed {seed}, {n_images} images)", np.stack(crops), np.stack(kps))
+    name = f"synthetic, single hands alone (seed {seed})" if single else f"synthetic (seed {seed}, {n_images} images)"
+    return HandSet(name, np.stack(crops), np.stack(kps))
 
 
 def rhd_hands(reference: Path = SHARED) -> HandSet | None:
@@ -318,7 +320,9 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
     """(hands, setting, scores) for the synthetic renders and the real hands that are present."""
     judge = judge or Judge()
     rows = []
-    for hs in (synthetic_hands(images, seed), rhd_hands(reference), photo_hands(reference)):
+    sets = (synthetic_hands(images, seed), synthetic_hands(max(images // 2, 1), seed, single=True),
+            rhd_hands(reference), photo_hands(reference))
+    for hs in sets:
         if hs is None:
             continue
         for st in settings:

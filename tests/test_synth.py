@@ -270,3 +270,81 @@ def test_contact_sheet(tmp_path: Path) -> None:
     assert img is not None and img.shape[0] == 4 * 320 + 128 and img.shape[1] in (4 * 320, 5 * 320)
     row = img[4 * 320:]  # the network's view: 128 px competition crops, not the grey fill
     assert (row[:, :128] != 40).any() and (row[:, 128:256] != 40).any()
+
+
+# ---------------------------------------------------------------- renderer v2: one smooth skin, skin detail
+def test_sdf_of_primitives_is_zero_on_their_surface() -> None:
+    from lib.synth.hand import Prim
+    from lib.synth.render import _sdf_grad
+    cone = Prim("cone", np.zeros(3), np.array([0.0, 0.05, 0.0]), 0.010, 0.008)
+    pts = np.array([[0.010, 0.0, 0.0], [0.0, -0.010, 0.0], [0.0, 0.058, 0.0], [0.0, 0.03, 0.008]])
+    d, g = _sdf_grad(cone, pts)
+    assert np.abs(d[:3]).max() < 1e-9 and d[3] < 0                 # sphere caps exact; a point inside
+    assert np.allclose(np.linalg.norm(g, axis=1), 1.0)
+    assert np.allclose(g[:3], [[1, 0, 0], [0, -1, 0], [0, 1, 0]])
+    ell = Prim("ell", np.zeros(3), np.diag([0.02, 0.01, 0.005]))
+    d, g = _sdf_grad(ell, np.array([[0.02, 0, 0], [0, 0.012, 0], [0, 0, 0.004]]))
+    assert np.allclose(d, [0.0, 0.002, -0.001], atol=1e-9) and np.allclose(g, np.eye(3))
+
+
+def _normals(blend: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Normals along a line across the seam of two round cones meeting at 90 degrees."""
+    from lib.synth.hand import Prim
+    from lib.synth.render import Canvas, Surface
+    from lib.synth.scene import camera_matrix
+    cv = Canvas(camera_matrix(290.0, 96), 96, 96)
+    a = Prim("cone", np.array([-0.05, 0.0, 0.3]), np.array([0.0, 0.0, 0.3]), 0.012, 0.012)
+    b = Prim("cone", np.array([0.0, 0.0, 0.3]), np.array([0.0, 0.05, 0.3]), 0.012, 0.012)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for p in (a, b):
+            cv.round_cone(p.a, p.b, p.ra, p.rb, Surface(2, "skin", np.ones(3), owner=1))
+    if blend:
+        cv.blend_normals([a, b], owner=1, k=0.004)
+    return cv.normal, cv.label
+
+
+def test_blended_normals_are_unit_and_smooth_across_seams() -> None:
+    hard, label = _normals(False)
+    soft, _ = _normals(True)
+    m = label > 0
+    assert np.allclose(np.linalg.norm(soft[m], axis=1), 1.0, atol=1e-5)
+    # the largest normal change between neighbouring skin pixels: a crease without blending, none with it
+    def max_step(n: np.ndarray) -> float:
+        both = m[:, 1:] & m[:, :-1]
+        return float(np.linalg.norm(n[:, 1:] - n[:, :-1], axis=2)[both].max())
+    assert max_step(soft) < 0.6 * max_step(hard)
+
+
+def test_skin_detail_palm_lines_only_on_the_palm_side() -> None:
+    from lib.synth import skin
+    from lib.synth.hand import HandShape
+    model = forward_kinematics(HandShape(), pose_from_degrees([0, 0, 0, 0], [[0, 0, 0, 0]] * 4))
+    line = skin.PALM_LINES[0][1]                      # a point on the "heart" line
+    q = np.array([[line[0], line[1], 0.012], [line[0], line[1], -0.012]])
+    n = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])  # palmar side, back of the hand
+    f = skin.detail(model, q, n, np.array([0, 0]), seed=3, strength=1.0)
+    plain = skin.detail(model, q, n, np.array([0, 0]), seed=3, strength=0.0)
+    assert np.allclose(plain, 1.0)
+    assert f[0] < 0.85 and abs(f[1] - 1.0) < 0.12   # a dark line on the palm; mottling only on the back
+    assert np.array_equal(f, skin.detail(model, q, n, np.array([0, 0]), seed=3))  # deterministic
+
+
+def test_data_of_another_renderer_version_is_rendered_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from lib import pipeline
+    monkeypatch.setenv("HANDJOINTS_DATA", str(tmp_path))
+    monkeypatch.setitem(pipeline.SYNTH_SIZES, "smoke", (3, 2))
+    out = pipeline.ensure_data("auto", "smoke", workers=1)
+    stamp = json.loads((out / pipeline.STAMP).read_text())
+    assert stamp["renderer"] == ds.RENDERER_VERSION
+    first = (out / "training.h5").stat().st_mtime_ns
+    assert pipeline.ensure_data("auto", "smoke", workers=1) == out           # same version: kept
+    assert (out / "training.h5").stat().st_mtime_ns == first
+    (out / pipeline.STAMP).write_text(json.dumps({**stamp, "renderer": ds.RENDERER_VERSION - 1}))
+    capsys.readouterr()
+    pipeline.ensure_data("auto", "smoke", workers=1)
+    assert "another synthetic set" in capsys.readouterr().out
+    assert (out / "training.h5").stat().st_mtime_ns != first
+    assert json.loads((out / pipeline.STAMP).read_text())["renderer"] == ds.RENDERER_VERSION

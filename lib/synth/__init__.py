@@ -11,10 +11,10 @@ from .dataset import SPLITS, image_seed, load_annotations, render_dataset  # noq
 from .hand import (JOINT_LIMITS, HandShape, Pose, bone_length_limits, forward_kinematics,  # noqa: F401
                    pose_from_degrees, sample_pose, sample_shape)
 from .scene import (DEPTH_MAX, LEFT_IDS, RENDERER_VERSION, RIGHT_IDS, decode_depth, encode_depth, project,  # noqa: F401
-                    render_image, render_scene, sample_scene, single_hand_scene, visibility)
+                    render_image, render_scene, render_single_hand, sample_scene, single_hand_scene, visibility)
 from .sheet import contact_sheet, draw_skeleton  # noqa: F401
 
-__all__ = ["render_dataset", "render_image", "contact_sheet", "render_scene", "sample_scene",
+__all__ = ["render_dataset", "render_image", "render_single_hand", "contact_sheet", "render_scene", "sample_scene",
            "single_hand_scene", "sample_pose", "sample_shape", "forward_kinematics", "pose_from_degrees",
            "JOINT_LIMITS", "bone_length_limits", "visibility", "project", "encode_depth", "decode_depth",
            "draw_skeleton", "load_annotations", "image_seed", "SPLITS", "HandShape", "Pose",

@@ -226,6 +226,15 @@ ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
 )
 
 
+DIP_COUPLING = 0.67  # DIP flexion / PIP flexion of a relaxed finger
+
+
+def _neighbour_noise(rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """(4,) deviations of index..little that neighbouring fingers share (ring follows middle and little)."""
+    z = rng.normal(0.0, sigma, 5)
+    return (z[:4] + z[1:]) / np.sqrt(2.0)
+
+
 def sample_pose(rng: np.random.Generator, kind: str | None = None) -> Pose:
     """A random pose within JOINT_LIMITS: an archetype (relaxed, fist, point, pinch, ...) plus noise."""
     names = [a[0] for a in ARCHETYPES]
@@ -233,20 +242,24 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> Pose:
     idx = names.index(kind) if kind is not None else int(rng.choice(len(ARCHETYPES), p=w / w.sum()))
     name, _, thumb, fingers = ARCHETYPES[idx]
     lo, hi = JOINT_LIMITS[..., 0], JOINT_LIMITS[..., 1]
-    if thumb is None:
-        ang = rng.uniform(lo, hi)
-        # distal joints follow the proximal one loosely (tendon coupling)
-        ang[1:, 3] = np.clip(ang[1:, 2] * 0.65 + rng.normal(0, 12 * DEG, 4), lo[1:, 3], hi[1:, 3])
+    if thumb is None:  # free pose from the hand's synergies: a curl per finger, neighbours alike
+        curl = np.clip(rng.uniform(0, 1) + _neighbour_noise(rng, 0.28), 0.0, 1.0)
+        ang = np.zeros((5, 4))
+        ang[1:, 0] = curl * 85 * DEG + rng.normal(0, 10 * DEG, 4)
+        ang[1:, 2] = curl * 100 * DEG + rng.normal(0, 10 * DEG, 4)
+        ang[1:, 1] = rng.normal(0, 5 * DEG, 4) + rng.normal(0.0, 8 * DEG) * (1 - curl) * np.array([-1.0, -0.2, 0.6, 1.2])
+        ang[0] = np.array([rng.uniform(-10, 50), rng.uniform(-40, 20), rng.uniform(0, 55), rng.uniform(0, 70)]) * DEG
     else:
         ang = np.array([thumb] + fingers, dtype=np.float64) * DEG
-        noise = rng.normal(0.0, 1.0, size=(5, 4)) * np.array([10, 6, 12, 10]) * DEG
-        noise[0] = rng.normal(0.0, 1.0, size=4) * np.array([10, 10, 10, 10]) * DEG
-        shared = rng.normal(0.0, 12 * DEG)  # whole hand more or less closed
-        ang[1:, [0, 2]] += shared
-        ang[1:, 3] += 0.6 * shared
+        noise = rng.normal(0.0, 1.0, size=(5, 4)) * np.array([8, 5, 9, 0]) * DEG
+        noise[0] = rng.normal(0.0, 1.0, size=4) * np.array([8, 8, 8, 8]) * DEG
+        curl = (rng.normal(0.0, 10 * DEG) + _neighbour_noise(rng, 6 * DEG))[:, None]  # more or less closed
+        ang[1:, [0, 2]] += curl
         spread = rng.normal(0.0, 6 * DEG)   # fingers together or apart
         ang[1:, 1] += spread * np.array([-1.0, -0.2, 0.6, 1.2])
         ang = ang + noise
+    if name != "claw":  # the DIP follows the PIP (a shared tendon); a claw is the exception
+        ang[1:, 3] = ang[1:, 2] * DIP_COUPLING + rng.normal(0, 6 * DEG, 4)
     ang = np.clip(ang, lo, hi)
     cup = float(np.clip(rng.normal(0.35 if name in ("fist", "grasp", "pinch", "ok") else 0.15, 0.2), *CUP_LIMITS))
     wrist = np.clip(rng.normal(0.0, 1.0, 2) * np.array([30, 12]) * DEG, WRIST_LIMITS[:, 0], WRIST_LIMITS[:, 1])

@@ -23,6 +23,7 @@ SHADE_CLASSES = {
     "glossy": (0.45, 40.0),
 }
 CLASS_IDS = {name: i + 1 for i, name in enumerate(SHADE_CLASSES)}
+SILHOUETTE_DARK = (0.86, 0.14)  # shading factor a + b * sqrt(n . v): a little darker towards silhouettes
 
 
 @dataclass
@@ -290,7 +291,7 @@ def shade(cv: Canvas, light: Light) -> np.ndarray:
     spec = ks * ndh ** shin * (ndl > 0)
     ndv = np.clip((n * v).sum(axis=1), 0.0, 1.0)
     ao = (f32(1.0) - f32(light.contact_shadow) * contact_occlusion(cv).reshape(-1)[fi].astype(f32))
-    ao *= f32(0.72) + f32(0.28) * np.sqrt(ndv)  # soft darkening towards silhouettes
+    ao *= f32(SILHOUETTE_DARK[0]) + f32(SILHOUETTE_DARK[1]) * np.sqrt(ndv)  # soft darkening towards silhouettes
     col = light.color.astype(f32)
     lit = alb * ((amb * ao)[:, None] * light.ambient_color.astype(f32) + ((diff + fill) * ao)[:, None] * col)
     lit += spec[:, None] * col
@@ -314,6 +315,9 @@ def contact_occlusion(cv: Canvas, reach: int = 7) -> np.ndarray:
     grp = np.zeros_like(lab)
     h = lab >= 2
     grp[h] = 1 + ((lab[h] - 2) // 16) * 6 + np.minimum(((lab[h] - 2) % 16) // 3, 5)
+    own = cv.owner[y0:y1, x0:x1].astype(np.int32)
+    arm = (lab == 1) & (own > 0)  # a hand's own forearm counts as its palm: no shadow ring at the wrist
+    grp[arm] = (own[arm] - 1) * 6 + 6
     kernel = np.ones((reach, reach), np.uint8)
     m1 = np.full(d.shape, np.float32(1e3))
     m2 = m1.copy()

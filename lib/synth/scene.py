@@ -23,6 +23,7 @@ IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (25.0, 200.0)       # hand bounding box (longest side of its keypoints), pixels
 TWO_HANDS_P = 0.45
+OVERLAP_P = 0.15                 # a second hand overlaps the first (interacting hands)
 BODY_P = 0.55                    # a person-like body behind the hands
 OCCLUDER_P = 0.12                # objects between the camera and a hand
 HELD_OBJECT_P = 0.3              # an object in a grasping hand
@@ -30,8 +31,13 @@ FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the imag
 OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
 DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
-END_ON = 0.75                    # |z| of the palm's long axis beyond which a view counts as end-on
-END_ON_P = 0.3                   # ... and such a view is kept with this probability
+END_ON = 0.6                     # |z| of the palm's long axis beyond which a view counts as end-on
+END_ON_P = 0.15                  # ... and such a view is kept with this probability
+BLUR_RANGE = (0.2, 0.5)          # camera: Gaussian blur sigma (px), also the anti-aliasing of edges
+MOTION_BLUR_P = 0.1
+NOISE_RANGE = (0.3, 2.5)         # sensor noise strength
+GAIN_RANGE = (0.6, 1.25)         # exposure
+GAMMA_RANGE = (0.85, 1.2)
 SIDES = ("left", "right")
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
@@ -271,7 +277,7 @@ def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
             c0, s0, _ = _hand_box(hands[order[0]], K)
             s_px = float(np.clip(s0 * rng.uniform(0.8, 1.25), *BBOX_RANGE))
             inside = rng.random() < 0.6
-            if rng.random() < 0.4:  # interacting: overlapping the first hand
+            if rng.random() < OVERLAP_P:  # interacting: overlapping the first hand
                 center = c0 + rng.normal(0, 0.45 * s0, 2)
                 inside = False
             else:
@@ -491,8 +497,8 @@ def _sample_light(rng: np.random.Generator) -> Light:
 
 def _camera_effects(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Mild blur (also anti-aliases the edges), sensor noise, exposure and gamma -> uint8 RGB."""
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), float(rng.uniform(0.45, 1.0)))
-    if rng.random() < 0.1:  # motion blur
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), float(rng.uniform(*BLUR_RANGE)))
+    if rng.random() < MOTION_BLUR_P:
         k = int(rng.integers(3, 7))
         ker = np.zeros((k, k), np.float32)
         a = rng.uniform(0, np.pi)
@@ -502,9 +508,9 @@ def _camera_effects(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     noise = rng.standard_normal((h // 2, w // 2, 3), dtype=np.float32)
     noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
-    img = img * np.float32(255.0) + noise * np.float32(rng.uniform(0.5, 4.0) * 1.6)
+    img = img * np.float32(255.0) + noise * np.float32(rng.uniform(*NOISE_RANGE) * 1.6)
     img8 = np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8)
-    gain, gamma = rng.uniform(0.6, 1.25), rng.uniform(0.85, 1.2)
+    gain, gamma = rng.uniform(*GAIN_RANGE), rng.uniform(*GAMMA_RANGE)
     lut = np.clip((np.clip(np.arange(256) / 255.0 * gain, 0, 1) ** gamma) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return cv2.LUT(img8, lut)
 
@@ -581,3 +587,19 @@ def single_hand_scene(pose: Pose, R: np.ndarray, distance: float = 0.45, side: s
             hand.t[0] = (OFFSCREEN_U - K[0, 2]) * distance / focal
         hands[s] = hand
     return Scene(K, size, hands)
+
+
+def render_single_hand(seed_or_rng: int | np.random.SeedSequence | np.random.Generator = 0,
+                       size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """One random hand alone (pose, shape, skin, sleeve and view as in render_image), centred at 0.45 m,
+    with no second hand, body or object: the hand's own appearance, without the scene's difficulties.
+    Same keys as render_image; the hand is the right one (rows 21-41)."""
+    rng = as_rng(seed_or_rng)
+    pose = sample_pose(rng)
+    scene = single_hand_scene(pose, sample_orientation(rng, "right", pose), 0.45, "right", sample_shape(rng),
+                              size=size)
+    hand = scene.hands["right"]
+    hand.skin, hand.palm = _skin(rng)
+    hand.sleeve = float(rng.uniform(0.03, 0.2)) if rng.random() < 0.5 else None
+    return render_scene(scene, rng)
+

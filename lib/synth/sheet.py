@@ -40,8 +40,11 @@ def _label(img: np.ndarray, text: str) -> None:
     cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray]]:
-    """The real RHD frames with their overlays, or [] when the reference folder is absent."""
+def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The real RHD frames (name, frame with overlay, 128 px competition crop), or [] when the reference
+    folder is absent."""
+    from lib.data import competition_crop
+
     js = reference / "test_rhd.json"
     if not js.is_file():
         return []
@@ -54,19 +57,43 @@ def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray]]:
         if bgr is None:
             continue
         img = np.ascontiguousarray(bgr[:, :, ::-1])
-        draw_skeleton(img, np.array(ann["keypoints"], np.float64).reshape(21, 3))
+        kp = np.array(ann["keypoints"], np.float64).reshape(21, 3)
+        crop = competition_crop(img, kp[:, :2])[0]
+        draw_skeleton(img, kp)
         _label(img, f"real RHD {name}")
-        out.append((name, img))
+        out.append((name, img, crop))
     return out
+
+
+def _crop_row(samples: list[np.ndarray], real_crops: list[np.ndarray], width: int) -> np.ndarray:
+    """One row of 128 px competition crops (the network's view, no overlay): synthetic, then real."""
+    side = 128
+    k = width // side
+    picks = real_crops[:k // 3]
+    crops = samples[:k - len(picks)] + picks
+    row = np.full((side, width, 3), 40, np.uint8)
+    for j, c in enumerate(crops):
+        tile = c.copy()
+        if j >= len(crops) - len(picks):
+            _label(tile, "real RHD")
+        row[:, j * side:(j + 1) * side] = tile
+    return row
 
 
 def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4, real: bool = True) -> Path:
     """Write a PNG (or a JPEG, by the suffix): n synthetic renders (4 columns) with overlays, then a column of real RHD frames
-    (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo)."""
+    (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo), and
+    below a row of 128 px competition crops, the network's view (real RHD crops at its end when present)."""
+    from lib.data import competition_crop, hand_inside
+
     out_png = Path(out_png)
-    tiles = []
+    tiles, crops = [], []
     for i in range(n):
         s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
+        for hand in range(2):
+            uv = s["uv_vis"][21 * hand:21 * hand + 21, :2]
+            if hand_inside(uv):
+                crops.append(competition_crop(s["color"], uv)[0])
         img = s["color"].copy()
         for hand in range(2):
             draw_skeleton(img, s["uv_vis"][21 * hand:21 * hand + 21])
@@ -80,11 +107,13 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     if wanted and not real:
         print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
     height = max(rows, len(real)) * size
-    sheet = np.full((height, (cols + (1 if real else 0)) * size, 3), 40, np.uint8)
+    width = (cols + (1 if real else 0)) * size
+    sheet = np.full((height + 128, width, 3), 40, np.uint8)
+    sheet[height:] = _crop_row(crops, [c for _, _, c in real], width)
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
-    for k, (_, img) in enumerate(real):
+    for k, (_, img, _) in enumerate(real):
         sheet[k * size:(k + 1) * size, cols * size:(cols + 1) * size] = img
     ext = out_png.suffix.lower() if out_png.suffix.lower() in (".png", ".jpg", ".jpeg") else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 88] if ext != ".png" else []

@@ -10,6 +10,10 @@ import numpy as np
 
 from .hand import HandModel
 
+CREASE = 0.2      # darkening of the flexion creases on the palmar side of the finger joints
+WRINKLE = 0.06    # ... of the wrinkles on the back of PIP and DIP
+PALM_LINE = 0.25  # ... of the deepest palm line
+
 # palm lines in rest palm coordinates (x radial, y distal; metres at scale 1, before palm width/length)
 PALM_LINES = (
     np.array([[-0.040, 0.066], [-0.020, 0.071], [0.000, 0.076], [0.012, 0.084]]),   # distal transverse ("heart")
@@ -75,11 +79,11 @@ def detail(model: HandModel, q: np.ndarray, n: np.ndarray, part: np.ndarray, see
             d = q[sel] - c
             along = d @ axis
             side = d @ palmar
-            band = np.exp(-(along / w) ** 2) + 0.6 * np.exp(-((along - 1.8 * w) / w) ** 2)
-            fac[sel] -= 0.32 * strength * band * (side > 0)
+            band = np.exp(-(along / w) ** 2) + 0.4 * np.exp(-((along - 1.8 * w) / w) ** 2)
+            fac[sel] -= CREASE * strength * band * (side > 0)
             if f and not off:  # knuckle wrinkles on the back of PIP and DIP
                 ring = np.exp(-(along / (2.5 * w)) ** 2) * (0.5 + 0.5 * np.cos(along / w * 2.2))
-                fac[sel] -= 0.10 * strength * ring * (side < 0)
+                fac[sel] -= WRINKLE * strength * ring * (side < 0)
     # palm lines
     palm = (part == 0) & (n[:, 2] > 0.2)
     if palm.any():
@@ -87,5 +91,5 @@ def detail(model: HandModel, q: np.ndarray, n: np.ndarray, part: np.ndarray, see
         qp = q[palm][:, :2] / (np.array([pw, pl]) * sc)
         for k, line in enumerate(PALM_LINES):
             dist = _segment_distance(qp, line)
-            fac[palm] -= (0.30 - 0.05 * k) * strength * np.exp(-(dist / 0.0011) ** 2)
+            fac[palm] -= (PALM_LINE - 0.04 * k) * strength * np.exp(-(dist / 0.0011) ** 2)
     return np.clip(fac, 0.45, 1.2)
