@@ -455,6 +455,9 @@ def _paint_skin(cv: Canvas, hand: SceneHand, seed: int) -> None:
     part = np.where(lab == 17, 0, lab - 1)
     part[cv.label.reshape(-1)[fi] == PERSON_ID] = -1
     cv.albedo.reshape(-1, 3)[fi] *= skin.detail(hand.model, q, n, part, seed).astype(np.float32)[:, None]
+    bumped = n + skin.relief(hand.model, q, n, part)
+    bumped /= np.sqrt((bumped * bumped).sum(axis=1))[:, None] + 1e-12
+    cv.normal.reshape(-1, 3)[fi] = (bumped @ L.T).astype(np.float32)
 
 
 def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray]:

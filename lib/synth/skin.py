@@ -66,18 +66,23 @@ def detail(model: HandModel, q: np.ndarray, n: np.ndarray, part: np.ndarray, see
     for f in range(5):
         tip, dip, pip, base = (J[1 + 4 * f + k] for k in range(4))
         rots = model.seg_rot[f]
-        for jt, (ra, rb), off in ((dip, (rots[1], rots[2]), 0.0), (pip, (rots[0], rots[1]), 0.0),
-                                  (base, (rots[0], rots[0]), 0.35)):
+        for k, (jt, (ra, rb), off) in enumerate(((dip, (rots[1], rots[2]), 0.0), (pip, (rots[0], rots[1]), 0.0),
+                                                 (base, (rots[0], rots[0]), 0.35))):
+            if f == 0 and off:  # the thumb's base crease is the thenar palm line
+                continue
+            reach = 1.6 * model.radii[2 + 4 * f + k]  # a crease goes round its own finger only
             axis = ra[:, 1] + rb[:, 1]
             axis /= np.linalg.norm(axis)
             palmar = (ra[:, 2] + rb[:, 2]) / 2
             seg_len = np.linalg.norm(pip - base) if off else 0.0
-            c = jt + axis * off * seg_len * (0.0 if f == 0 else 1.0)  # finger bases: crease where the web ends
+            c = jt + axis * off * seg_len  # finger bases: the crease lies where the web ends
             sel = np.nonzero((np.abs(q - c) < 0.03 * sc).all(axis=1) & (part != -1))[0]
             if not len(sel):
                 continue
             d = q[sel] - c
             along = d @ axis
+            keep = np.sqrt(np.maximum((d * d).sum(axis=1) - along ** 2, 0.0)) < reach
+            sel, d, along = sel[keep], d[keep], along[keep]
             side = d @ palmar
             band = np.exp(-(along / w) ** 2) + 0.4 * np.exp(-((along - 1.8 * w) / w) ** 2)
             fac[sel] -= CREASE * strength * band * (side > 0)
@@ -93,3 +98,35 @@ def detail(model: HandModel, q: np.ndarray, n: np.ndarray, part: np.ndarray, see
             dist = _segment_distance(qp, line)
             fac[palm] -= (PALM_LINE - 0.04 * k) * strength * np.exp(-(dist / 0.0011) ** 2)
     return np.clip(fac, 0.45, 1.2)
+
+
+def relief(model: HandModel, q: np.ndarray, n: np.ndarray, part: np.ndarray, height: float = 0.0005,
+           width: float = 0.0030) -> np.ndarray:
+    """Shading-normal offsets (N,3), hand frame: the extensor tendons as ridges on the back of the
+    hand, running from each finger's knuckle towards the middle of the wrist."""
+    sc = model.shape.scale
+    dn = np.zeros_like(q)
+    back = np.nonzero((part == 0) & (n[:, 2] < -0.3))[0]
+    if not len(back):
+        return dn
+    p = q[back, :2]
+    wrist = np.array([0.0, 0.012 * sc])
+    best_d = np.full(len(back), np.inf)
+    best_u = np.zeros((len(back), 2))
+    best_t = np.zeros(len(back))
+    for f in range(1, 5):
+        a = model.joints[4 + 4 * f, :2]
+        b = wrist + (a - wrist) * 0.5
+        ab = b - a
+        t = np.clip(((p - a) @ ab) / float(ab @ ab), 0.0, 1.0)
+        off = p - (a + t[:, None] * ab)
+        d = np.sqrt((off * off).sum(axis=1))
+        closer = d < best_d
+        best_d = np.where(closer, d, best_d)
+        best_t = np.where(closer, t, best_t)
+        best_u[closer] = off[closer] / (d[closer, None] + 1e-9)
+    w = width * sc
+    fade = 1.0 - best_t  # the ridge flattens towards the wrist
+    slope = 2.0 * best_d / (w * w) * height * sc * np.exp(-(best_d / w) ** 2) * fade  # -dh/dd of a Gaussian ridge
+    dn[back, :2] = slope[:, None] * best_u
+    return dn
