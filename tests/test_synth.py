@@ -348,3 +348,18 @@ def test_data_of_another_renderer_version_is_rendered_again(tmp_path: Path, monk
     assert "another synthetic set" in capsys.readouterr().out
     assert (out / "training.h5").stat().st_mtime_ns != first
     assert json.loads((out / pipeline.STAMP).read_text())["renderer"] == ds.RENDERER_VERSION
+
+
+def test_tendon_relief_only_on_the_back_of_the_hand() -> None:
+    from lib.synth import skin
+    from lib.synth.hand import HandShape
+    model = forward_kinematics(HandShape(), pose_from_degrees([0, 0, 0, 0], [[0, 0, 0, 0]] * 4))
+    a = model.joints[8, :2]                                 # index MCP; its tendon runs towards the wrist
+    b = np.array([0.0, 0.012]) + (a - np.array([0.0, 0.012])) * 0.5
+    u = (b - a) / np.linalg.norm(b - a)
+    beside = a + 0.3 * (b - a) + 0.002 * np.array([u[1], -u[0]])   # 2 mm to the side of the tendon line
+    q = np.array([[*beside, -0.012], [*beside, 0.012], [*beside, -0.012]])
+    n = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+    dn = skin.relief(model, q, n, np.array([0, 0, 3]))       # back of the palm, palm side, a finger
+    assert np.linalg.norm(dn[0]) > 0.05 and dn[0, 2] == 0   # tilted sideways, away from the ridge
+    assert not dn[1:].any()
