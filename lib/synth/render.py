@@ -17,7 +17,7 @@ NEAR = 0.02  # metres; nothing closer to the camera is drawn
 # shading classes: (specular strength, shininess)
 SHADE_CLASSES = {
     "skin": (0.10, 12.0),
-    "nail": (0.30, 30.0),
+    "nail": (0.15, 24.0),
     "cloth": (0.02, 4.0),
     "matte": (0.04, 6.0),
     "glossy": (0.45, 40.0),

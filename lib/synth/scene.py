@@ -397,7 +397,7 @@ BLEND_RADIUS = 0.004  # metres: how far the shading blends across the seams of a
 def _draw_hand(cv: Canvas, hand: SceneHand, textures: dict, rng: np.random.Generator) -> None:
     L = hand.linear
     owner = 1 + SIDES.index(hand.side)
-    nail = hand.skin + (np.array([0.97, 0.84, 0.83]) - hand.skin) * 0.6
+    nail = hand.skin + (np.array([0.95, 0.80, 0.78]) - hand.skin) * 0.35
     sleeve = textures.get("sleeve_" + hand.side)
     skin_prims = []
     for p in hand_primitives(hand.model, hand.sleeve) + hand.held:
