@@ -24,6 +24,7 @@ FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (25.0, 200.0)       # hand bounding box (longest side of its keypoints), pixels
 TWO_HANDS_P = 0.45
 OVERLAP_P = 0.15                 # a second hand overlaps the first (interacting hands)
+SEPARATE_TRIES = 8               # otherwise up to this many placements are tried for one apart from it
 BODY_P = 0.55                    # a person-like body behind the hands
 OCCLUDER_P = 0.12                # objects between the camera and a hand
 HELD_OBJECT_P = 0.3              # an object in a grasping hand
@@ -280,8 +281,11 @@ def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
             if rng.random() < OVERLAP_P:  # interacting: overlapping the first hand
                 center = c0 + rng.normal(0, 0.45 * s0, 2)
                 inside = False
-            else:
-                center = _center_for(rng, ext[:2] / max(ext[:2]) * s_px, size, inside)
+            else:  # apart, as a person's two hands mostly are: a few tries for boxes that do not touch
+                for _ in range(SEPARATE_TRIES):
+                    center = _center_for(rng, ext[:2] / max(ext[:2]) * s_px, size, inside)
+                    if np.abs(center - c0).max() > (s0 + s_px) / 2:
+                        break
         else:  # absent: far left of the image, same depth as the first hand
             hand.present = False
             s_px = _hand_box(hands[order[0]], K)[1]
