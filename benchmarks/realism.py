@@ -180,7 +180,8 @@ def judge_crops(judge: Judge, crops: np.ndarray, gt: np.ndarray | None, setting:
     """(N,21,2) predictions in crop pixels under a setting ('upright' needs gt)."""
     from tqdm import tqdm
     out = np.zeros((len(crops), NUM_JOINTS, 2))
-    for i in tqdm(range(len(crops)), desc=progress, unit="crop", leave=False, disable=progress is None):
+    quiet = progress is None or not sys.stderr.isatty()  # no bars of \r lines in logs
+    for i in tqdm(range(len(crops)), desc=progress, unit="crop", leave=False, disable=quiet):
         a = upright_angle(gt[i]) if setting == "upright" else 0.0 if setting == "as-is" else None
         out[i] = predict_crop(judge, crops[i], a)[0]
     return out
