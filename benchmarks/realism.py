@@ -45,7 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.data import CROP_SIZE, competition_crop, hand_inside
+from lib.data import CROP_SIZE, competition_crop, usable_hand_crops
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.paths import REPO, baselines, data_root
 
@@ -212,12 +212,9 @@ def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandS
     crops, kps = [], []
     for i in range(n_images):
         s = (render_single_hand if single else render_image)(image_seed(seed, "evaluation", i))
-        for h in (0, 1):
-            uv = s["uv_vis"][21 * h:21 * h + 21, :2]
-            if hand_inside(uv):
-                c, k = competition_crop(s["color"], uv)
-                crops.append(c)
-                kps.append(k)
+        for c, k in usable_hand_crops(s["color"], s["uv_vis"]):
+            crops.append(c)
+            kps.append(k)
     name = f"synthetic, single hands alone (seed {seed})" if single else f"synthetic (seed {seed}, {n_images} images)"
     return HandSet(name, np.stack(crops), np.stack(kps))
 

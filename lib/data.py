@@ -371,6 +371,13 @@ def hand_inside(uv: np.ndarray, size: int = IMAGE_SIZE) -> bool:
     return bool(np.isfinite(uv).all() and np.ceil(uv.min()) >= 0 and np.floor(uv.max()) <= size)
 
 
+def usable_hand_crops(image: np.ndarray, uv_vis: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The competition crops (crop, keypoints) of an RHD frame's usable hands, left then right, as
+    build_competition makes the test set; uv_vis: the frame's (42, >=2) annotation rows."""
+    hands = [np.asarray(uv_vis)[21 * h : 21 * h + 21, :2] for h in (0, 1)]
+    return [competition_crop(image, uv) for uv in hands if hand_inside(uv)]
+
+
 def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
     """Build training.h5, testing.h5 and solution.csv from an RHD-layout directory, as the course did."""
     rhd_dir, out_dir = Path(rhd_dir), Path(out_dir)
@@ -389,13 +396,9 @@ def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, ov
     test = read_rhd_annotations(rhd_dir, "evaluation")
     crops, labels = [], []
     for i in sorted(test):
-        image = None
-        for h in (0, 1):
-            uv = test[i]["uv_vis"][21 * h : 21 * h + 21, :2]
-            if not hand_inside(uv):
-                continue
-            image = read_rhd_image(rhd_dir, "evaluation", i) if image is None else image
-            c, k = competition_crop(image, uv)
+        if not any(hand_inside(test[i]["uv_vis"][21 * h : 21 * h + 21, :2]) for h in (0, 1)):
+            continue
+        for c, k in usable_hand_crops(read_rhd_image(rhd_dir, "evaluation", i), test[i]["uv_vis"]):
             crops.append(c)
             labels.append(k)
     write_testing(out_dir / "testing.h5", np.stack(crops) if crops else np.zeros((0, 128, 128, 3), np.uint8))

@@ -65,6 +65,15 @@ class Canvas:
         self.owner = np.zeros((height, width), np.uint8)
 
     # ------------------------------------------------------------ helpers
+    def points(self, fi: np.ndarray) -> np.ndarray:
+        """Camera-frame points (N,3) of the surface drawn at flat pixel indices fi."""
+        d = self.rays_flat[fi]
+        return d * (self.depth.reshape(-1)[fi] / d[:, 2])[:, None]
+
+    def skin_pixels(self, owner: int) -> np.ndarray:
+        """Flat indices of the pixels showing the skin of one owner (see Surface.owner)."""
+        return self.index[(self.owner == owner) & (self.cls == CLASS_IDS["skin"])]
+
     def _bbox(self, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int, int, int] | None:
         """Pixel box covering the projection of the axis-aligned box [lo, hi] (None: off-screen)."""
         if hi[2] <= NEAR:
@@ -99,8 +108,7 @@ class Canvas:
         self.label.reshape(-1)[fi] = surf.label
         self.cls.reshape(-1)[fi] = CLASS_IDS[surf.shade]
         self.owner.reshape(-1)[fi] = surf.owner
-        d = self.rays_flat[fi]
-        n = normal_fn(d * (zh / d[:, 2])[:, None])
+        n = normal_fn(self.points(fi))
         n /= np.sqrt((n * n).sum(axis=1))[:, None] + 1e-12
         self.normal.reshape(-1, 3)[fi] = n
         if surf.texture is not None:
@@ -123,10 +131,7 @@ class Canvas:
         if m0 <= rr * rr + 1e-12:  # one sphere holds the other
             c, r = (pa, ra) if ra >= rb else (pb, rb)
             return self.sphere(c, r, surf)
-        rmax = max(ra, rb)
-        lo = np.minimum(pa, pb) - rmax
-        hi = np.maximum(pa, pb) + rmax
-        box = self._bbox(lo, hi)
+        box = self._bbox(*_cone_bounds(pa, pb, ra, rb))
         if box is None:
             return
         x0, x1, y0, y1 = box
@@ -149,13 +154,7 @@ class Canvas:
         t2 = -m6 - np.sqrt(m6 * m6 - (m7 - rb * rb))
         t = np.where(body, tb, np.fmin(t1, t2))  # NaN where missed
 
-        def normal(p: np.ndarray) -> np.ndarray:
-            q = p - pa
-            yy = q @ ba - ra * rr
-            nb = d2 * q - ba[None, :] * yy[:, None]
-            return np.where((yy <= 0)[:, None], q, np.where((yy >= d2)[:, None], q - ba, nb))
-
-        self._write(box, t, surf, normal)
+        self._write(box, t, surf, lambda p: _cone_gradient(p - pa, ba, ra, rr, d2)[0])
 
     def sphere(self, c: np.ndarray, r: float, surf: Surface) -> None:
         """Sphere of centre c and radius r."""
@@ -165,8 +164,7 @@ class Canvas:
         """Ellipsoid c + B @ (unit ball); B any invertible 3x3 (rotation, scales, mirror)."""
         c = np.asarray(c, np.float64)
         B = np.asarray(B, np.float64)
-        ext = np.sqrt((B * B).sum(axis=1))
-        box = self._bbox(c - ext, c + ext)
+        box = self._bbox(*_ellipsoid_bounds(c, B))
         if box is None:
             return
         x0, x1, y0, y1 = box
@@ -178,11 +176,7 @@ class Canvas:
         cc = float(o @ o) - 1.0
         t = (-b - np.sqrt(b * b - a * cc)) / a
 
-        def normal(p: np.ndarray) -> np.ndarray:
-            loc = (p - c) @ Ai.T
-            return loc @ Ai
-
-        self._write(box, t, surf, normal)
+        self._write(box, t, surf, lambda p: ((p - c) @ Ai.T) @ Ai)
 
 
     # ------------------------------------------------------------ one smooth skin
@@ -190,21 +184,15 @@ class Canvas:
         """Re-shade the owner's skin pixels as one smooth surface: the normal of the smooth union
         (log-sum-exp, radius k metres) of `prims` at each visible point. The silhouette and depth
         stay those of the exact union; the seams between primitives disappear from the shading."""
-        fi = self.index[(self.owner == owner) & (self.cls == CLASS_IDS["skin"])]
+        fi = self.skin_pixels(owner)
         if not len(fi) or not prims:
             return
-        d = self.rays_flat[fi]
-        p = d * (self.depth.reshape(-1)[fi] / d[:, 2])[:, None]
+        p = self.points(fi)
         n = np.zeros_like(p)
         p32 = p.astype(np.float32)
         reach = 4.0 * k  # farther primitives weigh less than exp(-4) and are skipped
         for pr in prims:
-            if pr.kind == "ell":
-                ext = np.sqrt((np.asarray(pr.b) ** 2).sum(axis=1))
-                lo, hi = pr.a - ext, pr.a + ext
-            else:
-                r = max(pr.ra, pr.rb)
-                lo, hi = np.minimum(pr.a, pr.b) - r, np.maximum(pr.a, pr.b) + r
+            lo, hi = _ellipsoid_bounds(pr.a, pr.b) if pr.kind == "ell" else _cone_bounds(pr.a, pr.b, pr.ra, pr.rb)
             lo, hi = (lo - reach).astype(np.float32), (hi + reach).astype(np.float32)
             sel = np.nonzero((p32[:, 0] > lo[0]) & (p32[:, 0] < hi[0]) & (p32[:, 1] > lo[1]) & (p32[:, 1] < hi[1])
                              & (p32[:, 2] > lo[2]) & (p32[:, 2] < hi[2]))[0]
@@ -214,6 +202,28 @@ class Canvas:
             n[sel] += np.exp(-np.clip(dist, -reach, reach) / k)[:, None] * grad
         n /= np.sqrt((n * n).sum(axis=1))[:, None] + 1e-12
         self.normal.reshape(-1, 3)[fi] = n
+
+
+def _cone_bounds(a, b, ra: float, rb: float) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box (lo, hi) of a round cone."""
+    r = max(ra, rb)
+    return np.minimum(a, b) - r, np.maximum(a, b) + r
+
+
+def _ellipsoid_bounds(c, B) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box (lo, hi) of the ellipsoid c + B @ (unit ball)."""
+    ext = np.sqrt((np.asarray(B) ** 2).sum(axis=1))
+    return c - ext, c + ext
+
+
+def _cone_gradient(q: np.ndarray, ba: np.ndarray, ra: float, rr: float, d2: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unnormalised outward normal of a round cone at points q = p - a (N,3), and the masks of the
+    points nearest the sphere at a and the sphere at b (elsewhere: the conical side)."""
+    yy = q @ ba - ra * rr
+    in_a, in_b = yy <= 0, yy >= d2
+    side = d2 * q - ba[None, :] * yy[:, None]
+    return np.where(in_a[:, None], q, np.where(in_b[:, None], q - ba, side)), in_a, in_b
 
 
 def _sdf_grad(pr, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,20 +241,16 @@ def _sdf_grad(pr, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rr = ra - rb
     d2 = l2 - rr * rr
     q = p - a
-    yy = q @ ba - ra * rr
-    in_a, in_b = yy <= 0, yy >= d2
-    # body: distance to the cone's side along its normal, which leans by the taper
+    g, in_a, in_b = _cone_gradient(q, ba, ra, rr, d2)
+    # side: distance along the side's normal, which leans by the taper
     cos_t, sin_t = np.sqrt(max(d2, 1e-12) / l2), rr / np.sqrt(l2)
     x = (q @ ba) / np.sqrt(l2)
-    body = np.sqrt(np.maximum((q * q).sum(axis=1) - x * x, 0.0)) * cos_t + x * sin_t - ra
+    side = np.sqrt(np.maximum((q * q).sum(axis=1) - x * x, 0.0)) * cos_t + x * sin_t - ra
     da = np.sqrt((q * q).sum(axis=1)) - ra
-    qb = p - b
+    qb = q - ba
     db = np.sqrt((qb * qb).sum(axis=1)) - rb
-    dist = np.where(in_a, da, np.where(in_b, db, body))
-    nb = d2 * q - ba[None, :] * yy[:, None]
-    g = np.where(in_a[:, None], q, np.where(in_b[:, None], qb, nb))
     g /= np.sqrt((g * g).sum(axis=1))[:, None] + 1e-12
-    return dist, g
+    return np.where(in_a, da, np.where(in_b, db, side)), g
 
 
 @dataclass

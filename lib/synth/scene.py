@@ -16,7 +16,7 @@ from . import backgrounds
 from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, rot_x, rot_y,
                    rot_z, sample_pose, sample_shape)
 from . import skin
-from .render import CLASS_IDS, NEAR, Canvas, Light, Surface, shade
+from .render import NEAR, Canvas, Light, Surface, shade
 
 RENDERER_VERSION = 2             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
@@ -447,11 +447,10 @@ def _draw_all(cv: Canvas, scene: Scene, textures: dict, tex: list, rng: np.rando
 
 def _paint_skin(cv: Canvas, hand: SceneHand, seed: int) -> None:
     """Creases, palm lines, knuckle wrinkles and mottling on a hand's visible skin (lib.synth.skin)."""
-    fi = cv.index[(cv.owner == 1 + SIDES.index(hand.side)) & (cv.cls == CLASS_IDS["skin"])]
+    fi = cv.skin_pixels(1 + SIDES.index(hand.side))
     if not len(fi):
         return
-    d = cv.rays_flat[fi]
-    p = d * (cv.depth.reshape(-1)[fi] / d[:, 2])[:, None]
+    p = cv.points(fi)
     L = hand.linear  # orthogonal (a rotation, times a mirror for a left hand): its inverse is L.T
     q = (p - hand.t) @ L
     n = cv.normal.reshape(-1, 3)[fi].astype(np.float64) @ L

@@ -84,16 +84,13 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     """Write a PNG (or a JPEG, by the suffix): n synthetic renders (4 columns) with overlays, then a column of real RHD frames
     (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo), and
     below a row of 128 px competition crops, the network's view (real RHD crops at its end when present)."""
-    from lib.data import competition_crop, hand_inside
+    from lib.data import usable_hand_crops
 
     out_png = Path(out_png)
     tiles, crops = [], []
     for i in range(n):
         s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
-        for hand in range(2):
-            uv = s["uv_vis"][21 * hand:21 * hand + 21, :2]
-            if hand_inside(uv):
-                crops.append(competition_crop(s["color"], uv)[0])
+        crops += [c for c, _ in usable_hand_crops(s["color"], s["uv_vis"])]
         img = s["color"].copy()
         for hand in range(2):
             draw_skeleton(img, s["uv_vis"][21 * hand:21 * hand + 21])
