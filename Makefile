@@ -41,7 +41,7 @@ download: $(STAMP)
 	$(PY) -m lib.submit download --out data
 
 bench: $(STAMP)
-	$(PY) -m lib.bench all --out BENCHMARKS.md
+	$(PY) -m benchmarks all --out BENCHMARKS.md
 
 clean-data:
 	rm -rf data/synthetic data/synthetic-smoke data/synthetic-full data/cache

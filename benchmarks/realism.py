@@ -331,8 +331,9 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
 # ---------------------------------------------------------------- the leaderboard baseline
 def runs_val_index(files, cache, profile: str | None, runs_dir: Path | None = None) -> tuple[np.ndarray, str]:
     """The validation samples of the finished runs on these files (the most common), else the profile's."""
+    from lib.config import TrainConfig
     from lib.ensemble import load_runs
-    from lib.train import TrainConfig, split_indices
+    from lib.train import split_indices
     same = [r for r in load_runs(runs_dir) if Path(r.data_dir).resolve() == files.root.resolve()]
     if same and profile is None:
         key, _ = Counter(r.val_index.tobytes() for r in same).most_common(1)[0]
@@ -347,11 +348,12 @@ def make_baseline(data_dir: str = "auto", settings: tuple[str, ...] = ("as-is", 
                   argv: list[str] | None = None) -> list[Path]:
     """The judge's validation and test predictions per setting in out_dir/<folder>/ (see BASELINES)."""
     from lib import data, io, metrics
+    from lib.config import ensure_data
     from lib.ensemble import data_fingerprints
+    from lib.runs import Run
     from lib.submit import read_submission
-    from lib.train import resolve_data_dir
     judge = judge or Judge()
-    files = data.find_data(resolve_data_dir(data_dir))
+    files = data.find_data(ensure_data(data_dir, profile or "auto", render=False))
     cache = data.build_cache(files.training)
     val_idx, source = runs_val_index(files, cache, profile)
     val_crops, gt, vis = np.stack([cache.crop[i] for i in val_idx]), cache.kp[val_idx], cache.vis[val_idx]
@@ -371,9 +373,9 @@ def make_baseline(data_dir: str = "auto", settings: tuple[str, ...] = ("as-is", 
         s = {k: v for k, v in metrics.summary(val_pred, gt, vis).items() if k in ("kaggle_mse", "epe", "pck@2px")}
         if solution is not None:
             s["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, solution)
-        for name, arr in (("val_index", val_idx), ("val_pred", val_pred.astype(np.float32)),
-                          ("test_pred", test_pred.astype(np.float32))):
-            io.save_npy(d / f"{name}.npy", arr)
+        folder = Run(d)  # the prediction files of a run; meta.json stands for its config
+        folder.save_val_index(val_idx)
+        folder.save_predictions(val_pred.astype(np.float32), test_pred.astype(np.float32))
         io.write_json(d / "meta.json", {"model": model, "setting": st, "data_dir": str(files.root.resolve()),
                                         "data": data_fingerprints(files),
                                         "validation": source, "val_size": len(val_idx), "test_size": len(test_crops),
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                       "", table(rows)]) + "\n"
     print(text)
     if a.out:
-        from lib.bench import update_section
+        from benchmarks.report import update_section
         update_section(a.out, "realism", text)
         print(f"{a.out}: section realism updated")
     return 0

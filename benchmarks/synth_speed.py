@@ -1,6 +1,6 @@
 """Throughput of the synthetic RHD renderer (lib.synth), files written included.
 
-    python benchmarks/synth_speed.py [--images 400] [--seed 0] [--workers K]
+    python -m benchmarks.synth_speed [--images 400] [--seed 0] [--workers K]
 
 Renders the same split with 1 worker and with K workers (default: all cores; per-image seeds
 come from (seed, split, index), so both runs write identical files) into temporary folders and
@@ -12,14 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.synth import render_dataset, render_image  # noqa: E402
+from lib.synth import render_dataset, render_image
 
 
 def images_per_second(n: int, workers: int, seed: int) -> tuple[float, float]:
@@ -36,7 +32,7 @@ def images_per_second(n: int, workers: int, seed: int) -> tuple[float, float]:
 
 def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.synth_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=cores)

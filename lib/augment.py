@@ -25,25 +25,21 @@ shared stream, ~15 us). `Compose.set_random_seed(seed)` is avoided: it gives eve
 transform its own generator with the same seed, so their draws coincide (two p=0.5 ops are
 then always applied together) and it costs ~40 us. Seeds are non-negative ints.
 
-Also here: `SlidingWindowBatchSampler`, the report's "Bernoulli draw over a sliding window".
+The report's batch sampler ("Bernoulli draw over a sliding window") is in `lib.samplers`.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Iterator
+from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
-from torch.utils.data import Sampler
 
-from lib.data import crop_box
+from lib.data import CROP_SIZE, CTX_PAD, CTX_SIZE, crop_box
 from lib.joints import NUM_JOINTS
 
-CTX = 192  # side of the context crop
-OUT = 128  # side of the network input
-PAD = (CTX - OUT) // 2  # the competition box starts here in ctx
 NAMES = ("none", "paper", "modern")
 PAPER_OPS = ("rotate", "shear", "crop", "hflip", "vflip",
              "contrast", "brightness", "pixel_dropout", "salt_pepper")
@@ -99,18 +95,20 @@ def _warp(ctx: np.ndarray, m: np.ndarray) -> np.ndarray:
     lin, t = m[:2, :2], m[:2, 2]
     if np.array_equal(lin, np.eye(2)) and np.all(t == np.round(t)):
         x0, y0 = int(-t[0]), int(-t[1])
-        if 0 <= x0 <= ctx.shape[1] - OUT and 0 <= y0 <= ctx.shape[0] - OUT:
-            return np.ascontiguousarray(ctx[y0:y0 + OUT, x0:x0 + OUT])
-    return cv2.warpAffine(ctx, m[:2].astype(np.float64), (OUT, OUT), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        if 0 <= x0 <= ctx.shape[1] - CROP_SIZE and 0 <= y0 <= ctx.shape[0] - CROP_SIZE:
+            return np.ascontiguousarray(ctx[y0:y0 + CROP_SIZE, x0:x0 + CROP_SIZE])
+    return cv2.warpAffine(ctx, m[:2].astype(np.float64), (CROP_SIZE, CROP_SIZE),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))
 
 
 # ---------------------------------------------------------------- pipelines
 
 def _check(ctx: np.ndarray, p: np.ndarray, s: float) -> None:
-    if not isinstance(ctx, np.ndarray) or ctx.shape != (CTX, CTX, 3) or ctx.dtype != np.uint8:
+    if (not isinstance(ctx, np.ndarray) or ctx.shape != (CTX_SIZE, CTX_SIZE, 3)
+            or ctx.dtype != np.uint8):
         found = (getattr(ctx, "shape", type(ctx)), getattr(ctx, "dtype", None))
-        raise ValueError(f"augment: ctx must be uint8 ({CTX}, {CTX}, 3), found {found}")
+        raise ValueError(f"augment: ctx must be uint8 ({CTX_SIZE}, {CTX_SIZE}, 3), found {found}")
     if np.shape(p) != (NUM_JOINTS, 2):
         raise ValueError(f"augment: p must be ({NUM_JOINTS}, 2), found {np.shape(p)}")
     if not s > 0:
@@ -158,7 +156,7 @@ class NoAugment(Augment):
     name = "none"
 
     def _apply(self, ctx, p, s, rng):
-        return self._finish(ctx, p, s, _translate(-PAD, -PAD))
+        return self._finish(ctx, p, s, _translate(-CTX_PAD, -CTX_PAD))
 
 
 class PaperAugment(Augment):
@@ -234,7 +232,7 @@ class PaperAugment(Augment):
         augmented = rng.random() < self.p_augment or self.only is not None
         if augmented:
             st["augmented"]["applied"] += 1
-        c = (CTX - 1) / 2.0
+        c = (CTX_SIZE - 1) / 2.0
         g = _EYE  # ctx -> current (192) image
         for op in ("rotate", "shear"):
             u = rng.uniform(-1.0, 1.0)
@@ -245,20 +243,20 @@ class PaperAugment(Augment):
             else:
                 m = _about(np.array([[1.0, math.tan(math.radians(u * self.shear)), 0.0],
                                      [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), c, c)
-            ok = not _leaves(apply_affine(g, p), apply_affine(m @ g, p), CTX)
+            ok = not _leaves(apply_affine(g, p), apply_affine(m @ g, p), CTX_SIZE)
             self._count(op, ok)
             if ok:
                 g = m @ g
         # no rotate/shear in effect: the tight crop is the competition box, the "none" crop
-        crop = _translate(-PAD, -PAD)
-        if g is not _EYE or not _inside(p - PAD, OUT).all():
+        crop = _translate(-CTX_PAD, -CTX_PAD)
+        if g is not _EYE or not _inside(p - CTX_PAD, CROP_SIZE).all():
             crop = crop_matrix(apply_affine(g, p), s) @ g
         self._count("crop", True)
         for op in ("hflip", "vflip"):
             if not self._draw(op, augmented, rng):
                 continue
-            m = _flip(op == "hflip", op == "vflip", OUT) @ crop
-            ok = not _leaves(apply_affine(crop, p), apply_affine(m, p), OUT)
+            m = _flip(op == "hflip", op == "vflip", CROP_SIZE) @ crop
+            ok = not _leaves(apply_affine(crop, p), apply_affine(m, p), CROP_SIZE)
             self._count(op, ok)
             if ok:
                 crop = m
@@ -276,17 +274,17 @@ def crop_matrix(q: np.ndarray, s: float) -> np.ndarray:
 
     The rule (`lib.data.crop_box`: ceil/floor, 8 px margins kept only where they fit, squared
     toward +x/+y or flush with the far border) runs in source-pixel units
-    u = (x - PAD + 0.5) / s - 0.5 (pixel-centre, origin at the competition box's first pixel),
+    u = (x - CTX_PAD + 0.5) / s - 0.5 (pixel-centre, origin at the competition box's first pixel),
     so margins are source pixels and, for an unwarped ctx, the integer grid is the source's;
     the image is the source pixels whose centres lie on the ctx.
     """
-    to_u = np.array([[1 / s, 0.0, (0.5 - PAD) / s - 0.5], [0.0, 1 / s, (0.5 - PAD) / s - 0.5],
-                     [0.0, 0.0, 1.0]])
-    lo = math.ceil(-PAD / s - 0.5)  # first source pixel whose centre lies on the ctx
-    hi = math.floor((CTX - PAD) / s - 0.5) + 1
+    t = (0.5 - CTX_PAD) / s - 0.5
+    to_u = np.array([[1 / s, 0.0, t], [0.0, 1 / s, t], [0.0, 0.0, 1.0]])
+    lo = math.ceil(-CTX_PAD / s - 0.5)  # first source pixel whose centre lies on the ctx
+    hi = math.floor((CTX_SIZE - CTX_PAD) / s - 0.5) + 1
     x0, y0, side = crop_box(apply_affine(to_u, q) - lo, size=hi - lo)
     x0, y0 = x0 + lo, y0 + lo
-    k = OUT / side
+    k = CROP_SIZE / side
     to_out = np.array([[k, 0.0, (0.5 - x0) * k - 0.5], [0.0, k, (0.5 - y0) * k - 0.5],
                        [0.0, 0.0, 1.0]])
     return to_out @ to_u
@@ -351,7 +349,7 @@ class ModernAugment(Augment):
         ], p=1.0)
 
     def _apply(self, ctx, p, s, rng):
-        c_in, c_out = (CTX - 1) / 2.0, (OUT - 1) / 2.0
+        c_in, c_out = (CTX_SIZE - 1) / 2.0, (CROP_SIZE - 1) / 2.0
         flip = _flip(rng.random() < self.hflip, rng.random() < self.vflip, 1)  # linear part
         jitter = rng.random() < self.p_affine
         for attempt in range(self.retries + 1):
@@ -359,11 +357,11 @@ class ModernAugment(Augment):
             if jitter and attempt < self.retries:
                 zoom = math.exp(rng.uniform(*self.log_scale))
                 angle = rng.uniform(-self.rotate, self.rotate)
-                t = rng.uniform(-self.shift, self.shift, size=2) * OUT
+                t = rng.uniform(-self.shift, self.shift, size=2) * CROP_SIZE
             lin = _rotation(angle) @ flip
             lin[:2, :2] *= zoom
             m = _translate(c_out + t[0], c_out + t[1]) @ lin @ _translate(-c_in, -c_in)
-            if (~_inside(apply_affine(m, p), OUT)).sum() <= self.max_outside:
+            if (~_inside(apply_affine(m, p), CROP_SIZE)).sum() <= self.max_outside:
                 break
         img, p_out, s_out = self._finish(ctx, p, s, m)
         self.pixel.set_random_state(rng, self._py)
@@ -378,97 +376,3 @@ def build(name: str, **kw: Any) -> Augment:
     if name not in _BUILDERS:
         raise ValueError(f"augment: unknown pipeline {name!r}; valid names: {', '.join(NAMES)}")
     return _BUILDERS[name](**kw)
-
-
-# ---------------------------------------------------------------- the report's sampler
-
-class SlidingWindowBatchSampler(Sampler[list[int]]):
-    """Batches by a Bernoulli draw over a sliding window, after the 2018 report.
-
-    Interpretation of "each batch is drawn with a Bernoulli draw over a sliding window of
-    4,000 images": an epoch streams the items (a permutation from (seed, epoch), or with
-    `shuffle=False` the dataset order, where the window only mixes locally, as for a file
-    read sequentially); the window holds the next `window` not-yet-drawn items of that
-    stream. Each step every item of the window is included independently with probability
-    batch_size / len(window); a draw over the batch size is cut to a random subset of it, one
-    under it is topped up with the window's oldest items (so no item waits long). The drawn
-    items leave the window and
-    the stream refills it: the window slides by one batch per step. Every item is drawn
-    exactly once per epoch; every batch has `batch_size` items except the last (dropped with
-    `drop_last`). A window narrower than a batch is widened to one batch. Deterministic from
-    (seed, epoch); use `set_epoch` each epoch.
-
-    Resume: `state_dict()` holds the epoch and the number of batches already yielded this
-    epoch; after `load_state_dict`, iteration continues at the next batch. A DataLoader with
-    workers pulls batches ahead of the training step, so a loop should checkpoint the
-    batches it has trained on: `state_dict(consumed=step_in_epoch)`.
-    """
-
-    def __init__(self, n_items: int, batch_size: int, window: int = 4000, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = False) -> None:
-        if n_items < 1 or batch_size < 1 or window < 1:
-            raise ValueError(f"sampler: n_items, batch_size, window must be >= 1, found "
-                             f"{n_items}, {batch_size}, {window}")
-        self.n_items, self.batch_size, self.window = n_items, batch_size, window
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.epoch, self.position = 0, 0
-        self._cache: tuple[tuple[int, int], list[np.ndarray]] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's draw; a new epoch starts at its first batch."""
-        if epoch != self.epoch:
-            self.epoch, self.position = epoch, 0
-
-    def __len__(self) -> int:
-        n, b = self.n_items, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def batches(self) -> list[np.ndarray]:
-        """All batches of the current epoch, in order."""
-        if self._cache is not None and self._cache[0] == (self.seed, self.epoch):
-            return self._cache[1]
-        rng = np.random.default_rng([self.seed, self.epoch])
-        n, b = self.n_items, self.batch_size
-        stream = rng.permutation(n) if self.shuffle else np.arange(n)
-        w = max(self.window, b)  # a window narrower than a batch could not fill one
-        pool, nxt, out = stream[:w], min(w, n), []
-        while len(pool):
-            pick = rng.random(len(pool)) < min(1.0, b / len(pool))
-            sel = np.flatnonzero(pick)
-            if len(sel) > b:
-                sel = np.sort(rng.choice(sel, b, replace=False))
-            elif len(sel) < b:
-                sel = np.sort(np.concatenate([sel, np.flatnonzero(~pick)[:b - len(sel)]]))
-            out.append(pool[sel])
-            keep = np.ones(len(pool), bool)
-            keep[sel] = False
-            take = min(len(sel), n - nxt)
-            pool = np.concatenate([pool[keep], stream[nxt:nxt + take]])
-            nxt += take
-        if self.drop_last and len(out[-1]) < b:
-            out.pop()
-        self._cache = ((self.seed, self.epoch), out)
-        return out
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
-        if self.position >= len(batches):
-            self.position = 0
-        while self.position < len(batches):
-            self.position += 1
-            yield batches[self.position - 1].tolist()
-
-    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
-        """Where the run stands; `consumed` overrides the position (batches trained on)."""
-        return {"seed": self.seed, "epoch": self.epoch, "n_items": self.n_items,
-                "batch_size": self.batch_size, "window": self.window, "shuffle": self.shuffle,
-                "drop_last": self.drop_last,
-                "position": self.position if consumed is None else int(consumed)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue exactly where `state` was taken."""
-        for key in ("n_items", "batch_size", "window", "shuffle", "drop_last"):
-            if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"sampler state: {key} is {state[key]!r} in the checkpoint, "
-                                 f"{getattr(self, key)!r} here")
-        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]

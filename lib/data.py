@@ -58,7 +58,7 @@ def crop_box(kp: np.ndarray, size: int = IMAGE_SIZE) -> tuple[int, int, int]:
     """The competition's square crop box (x_min, y_min, side) for 21 keypoints in a size×size image."""
     kp = np.asarray(kp, dtype=np.float64)
     if kp.shape != (NUM_JOINTS, 2) or not np.isfinite(kp).all():
-        raise ValueError(f"keypoints: expected finite (21, 2), found shape {kp.shape}")
+        raise ValueError(f"keypoints: expected finite ({NUM_JOINTS}, 2), found shape {kp.shape}")
     lo = np.ceil(kp.min(axis=0)).astype(int)
     hi = np.floor(kp.max(axis=0)).astype(int)
     if (lo < 0).any() or (hi > size).any():
@@ -323,7 +323,7 @@ def write_keypoints_csv(path: str | os.PathLike, kp: np.ndarray) -> Path:
     """Write (N,21,2) crop-pixel keypoints in the submission format (Id, Joint 0 x, ...), atomically."""
     kp = np.asarray(kp, np.float64)
     if kp.ndim != 3 or kp.shape[1:] != (NUM_JOINTS, 2):
-        raise ValueError(f"{path}: keypoints: expected (N, 21, 2), found {kp.shape}")
+        raise ValueError(f"{path}: keypoints: expected (N, {NUM_JOINTS}, 2), found {kp.shape}")
     if not np.isfinite(kp).all():
         raise ValueError(f"{path}: keypoints: expected finite numbers, found NaN/inf in rows "
                          f"{np.flatnonzero(~np.isfinite(kp).all(axis=(1, 2)))[:5].tolist()}")
@@ -332,6 +332,40 @@ def write_keypoints_csv(path: str | os.PathLike, kp: np.ndarray) -> Path:
     with io.atomic_open(path, "w", newline="") as f:
         df.to_csv(f, index=False, float_format="%.6f")
     return Path(path)
+
+
+def read_keypoints_csv(path: str | os.PathLike, n_rows: int | None = None) -> np.ndarray:
+    """Read and validate a keypoints CSV in the submission format; returns (N,21,2).
+
+    n_rows: the test set size if known. A bad file raises DataError naming what is wrong; a
+    missing one FileNotFoundError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such submission file")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+        raise DataError(f"{path}: not a readable CSV: {e}") from e
+    if list(df.columns) != COLUMNS:
+        extra = [c for c in df.columns if c not in COLUMNS][:3]
+        missing = [c for c in COLUMNS if c not in df.columns][:3]
+        raise DataError(f"{path}: header: expected {COLUMNS[0]},{COLUMNS[1]},...,{COLUMNS[-1]} "
+                        f"({len(COLUMNS)} columns), found {len(df.columns)} columns"
+                        f"{'; unexpected ' + str(extra) if extra else ''}"
+                        f"{'; missing ' + str(missing) if missing else ''}")
+    if n_rows is not None and len(df) != n_rows:
+        raise DataError(f"{path}: rows: expected {n_rows} (one per test crop), found {len(df)}")
+    ids = pd.to_numeric(df["Id"], errors="coerce")
+    if not np.array_equal(ids.to_numpy(), np.arange(len(df))):
+        raise DataError(f"{path}: Id: expected 0..{len(df) - 1} in order, found {df['Id'].head(3).tolist()}...")
+    values = df[COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{path}: row {r} column '{COLUMNS[1 + c]}': expected a finite number, "
+                        f"found {df.iloc[r, 1 + c]!r} ({bad.sum()} bad cells)")
+    return values.reshape(len(df), NUM_JOINTS, 2)
 
 
 # --------------------------------------------------------------------------- RHD
@@ -352,8 +386,8 @@ def read_rhd_annotations(rhd_dir: str | os.PathLike, split: str) -> dict[int, di
         raise _fail(path, "<root>", "a dict id -> annotation", type(anno).__name__)
     for i, a in anno.items():
         uv = np.asarray(a.get("uv_vis", ()))
-        if uv.shape != (42, 3):
-            raise _fail(path, f"[{i}]['uv_vis']", "shape (42, 3)", uv.shape)
+        if uv.shape != (2 * NUM_JOINTS, 3):
+            raise _fail(path, f"[{i}]['uv_vis']", f"shape ({2 * NUM_JOINTS}, 3)", uv.shape)
     return anno
 
 
@@ -371,10 +405,15 @@ def hand_inside(uv: np.ndarray, size: int = IMAGE_SIZE) -> bool:
     return bool(np.isfinite(uv).all() and np.ceil(uv.min()) >= 0 and np.floor(uv.max()) <= size)
 
 
+def _hand_rows(uv_vis: np.ndarray, hand: int) -> np.ndarray:
+    """The rows of one hand (0 left, 1 right) in an RHD frame's (42, ...) annotation."""
+    return np.asarray(uv_vis)[NUM_JOINTS * hand : NUM_JOINTS * (hand + 1)]
+
+
 def usable_hand_crops(image: np.ndarray, uv_vis: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """The competition crops (crop, keypoints) of an RHD frame's usable hands, left then right, as
     build_competition makes the test set; uv_vis: the frame's (42, >=2) annotation rows."""
-    hands = [np.asarray(uv_vis)[21 * h : 21 * h + 21, :2] for h in (0, 1)]
+    hands = [_hand_rows(uv_vis, h)[:, :2] for h in (0, 1)]
     return [competition_crop(image, uv) for uv in hands if hand_inside(uv)]
 
 
@@ -387,22 +426,25 @@ def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, ov
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to rebuild")
     summary = {}
     train = read_rhd_annotations(rhd_dir, "training")
-    entries = [(i, h) for i in sorted(train) for h in (0, 1) if hand_inside(train[i]["uv_vis"][21 * h : 21 * h + 21, :2])]
-    kp = np.stack([train[i]["uv_vis"][21 * h : 21 * h + 21, :2] for i, h in entries]).astype(np.float32) if entries else np.zeros((0, 21, 2), np.float32)
-    vis = np.stack([train[i]["uv_vis"][21 * h : 21 * h + 21, 2] for i, h in entries]) if entries else np.zeros((0, 21))
+    entries = [(i, h) for i in sorted(train) for h in (0, 1) if hand_inside(_hand_rows(train[i]["uv_vis"], h)[:, :2])]
+    kp = (np.stack([_hand_rows(train[i]["uv_vis"], h)[:, :2] for i, h in entries]).astype(np.float32) if entries
+          else np.zeros((0, NUM_JOINTS, 2), np.float32))
+    vis = (np.stack([_hand_rows(train[i]["uv_vis"], h)[:, 2] for i, h in entries]) if entries
+           else np.zeros((0, NUM_JOINTS)))
     write_training(out_dir / "training.h5", (read_rhd_image(rhd_dir, "training", i) for i, _ in entries), kp, vis)
     summary["train_images"], summary["train_hands"] = len(train), len(entries)
 
     test = read_rhd_annotations(rhd_dir, "evaluation")
     crops, labels = [], []
     for i in sorted(test):
-        if not any(hand_inside(test[i]["uv_vis"][21 * h : 21 * h + 21, :2]) for h in (0, 1)):
+        if not any(hand_inside(_hand_rows(test[i]["uv_vis"], h)[:, :2]) for h in (0, 1)):
             continue
         for c, k in usable_hand_crops(read_rhd_image(rhd_dir, "evaluation", i), test[i]["uv_vis"]):
             crops.append(c)
             labels.append(k)
-    write_testing(out_dir / "testing.h5", np.stack(crops) if crops else np.zeros((0, 128, 128, 3), np.uint8))
-    write_keypoints_csv(out_dir / "solution.csv", np.stack(labels) if labels else np.zeros((0, 21, 2)))
+    write_testing(out_dir / "testing.h5",
+                  np.stack(crops) if crops else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8))
+    write_keypoints_csv(out_dir / "solution.csv", np.stack(labels) if labels else np.zeros((0, NUM_JOINTS, 2)))
     summary["test_images"], summary["test_hands"] = len(test), len(crops)
     return summary
 
@@ -565,19 +607,6 @@ class HandDataset(torch.utils.data.Dataset):
             "vis": torch.from_numpy(c.vis[i].astype(np.float32)),
             "index": i,
         }
-
-
-class TestDataset(torch.utils.data.Dataset):
-    """The competition test crops (or any (N,128,128,3) uint8 RGB crops) as uint8 (3,128,128) tensors."""
-
-    def __init__(self, crops: np.ndarray):
-        self.crops = crops
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, i: int):
-        return {"image": torch.from_numpy(np.array(self.crops[i])).permute(2, 0, 1), "index": i}
 
 
 def load_test_crops(path: str | os.PathLike, channel_order: ChannelOrder = "auto") -> np.ndarray:

@@ -10,6 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from lib import augment, data, joints, viz
+from lib.data import CROP_SIZE, IMAGE_SIZE
 
 
 class Explorer:
@@ -40,7 +41,8 @@ class Explorer:
         ids = self.cache.image_ids
         return pd.DataFrame({
             "value": [len(self.cache), len(np.unique(ids)), int((np.bincount(ids)[np.unique(ids)] == 2).sum()),
-                      len(self.test), f"{self.cache.vis.mean():.1%}", "320×320", "128×128"],
+                      len(self.test), f"{self.cache.vis.mean():.1%}", f"{IMAGE_SIZE}×{IMAGE_SIZE}",
+                      f"{CROP_SIZE}×{CROP_SIZE}"],
         }, index=["training hands", "training images", "images with two usable hands", "test crops",
                   "visible joints", "training image size", "crop size"])
 
@@ -49,10 +51,11 @@ class Explorer:
         side = self.boxes[:, 2]
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
         sns.histplot(side, bins=40, ax=axes[0])
-        axes[0].axvline(128, color="k", ls="--")
-        axes[0].set(title="crop box side in the 320×320 image (px)", xlabel="px")
-        sns.histplot(128 / side, bins=40, ax=axes[1], log_scale=True)
-        axes[1].set(title=f"resize factor to 128 ({(side < 128).mean():.0%} upscaled)", xlabel="128 / side")
+        axes[0].axvline(CROP_SIZE, color="k", ls="--")
+        axes[0].set(title=f"crop box side in the {IMAGE_SIZE}×{IMAGE_SIZE} image (px)", xlabel="px")
+        sns.histplot(CROP_SIZE / side, bins=40, ax=axes[1], log_scale=True)
+        axes[1].set(title=f"resize factor to {CROP_SIZE} ({(side < CROP_SIZE).mean():.0%} upscaled)",
+                    xlabel=f"{CROP_SIZE} / side")
         return self._save(fig, "sizes")
 
     def visibility(self):
@@ -66,18 +69,20 @@ class Explorer:
         """Where joints fall in crop space: the square box extends towards +x/+y, so hands sit up-left."""
         kp = self.cache.kp[self.sample]
         fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-        axes[0].hist2d(kp[..., 0].ravel(), kp[..., 1].ravel(), bins=64, range=[[0, 128], [0, 128]], cmap="magma")
+        axes[0].hist2d(kp[..., 0].ravel(), kp[..., 1].ravel(), bins=64, range=[[0, CROP_SIZE], [0, CROP_SIZE]],
+                       cmap="magma")
         axes[0].set(title="all joints in crop space", aspect="equal")
         axes[0].invert_yaxis()
         for f, name in enumerate(joints.FINGERS):
             tips = kp[:, joints.TIPS[f]]
             axes[1].scatter(tips[:, 0], tips[:, 1], s=1, alpha=0.3, color=np.array(joints.FINGER_COLORS[f]) / 255, label=name)
-        axes[1].set(title="fingertips", xlim=(0, 128), ylim=(128, 0), aspect="equal")
+        axes[1].set(title="fingertips", xlim=(0, CROP_SIZE), ylim=(CROP_SIZE, 0), aspect="equal")
         axes[1].legend(markerscale=8, fontsize=7)
         centre = kp.reshape(len(kp), -1, 2)
         bbox_c = (centre.min(1) + centre.max(1)) / 2
-        sns.histplot(x=bbox_c[:, 0] - 63.5, ax=axes[2], label="x", element="step")
-        sns.histplot(x=bbox_c[:, 1] - 63.5, ax=axes[2], label="y", element="step")
+        mid = (CROP_SIZE - 1) / 2  # the crop centre (pixel centres)
+        sns.histplot(x=bbox_c[:, 0] - mid, ax=axes[2], label="x", element="step")
+        sns.histplot(x=bbox_c[:, 1] - mid, ax=axes[2], label="y", element="step")
         axes[2].set(title="hand box centre minus crop centre (px)")
         axes[2].legend()
         return self._save(fig, "positions")
@@ -87,7 +92,7 @@ class Explorer:
         diag = np.linalg.norm(kp.max(1) - kp.min(1), axis=1)
         fig, ax = plt.subplots(figsize=(6, 3))
         sns.histplot(diag, bins=40, ax=ax)
-        ax.set(title="hand size: keypoint box diagonal in the 320 image (px)")
+        ax.set(title=f"hand size: keypoint box diagonal in the {IMAGE_SIZE} image (px)")
         return self._save(fig, "hand_sizes")
 
     def bones(self) -> pd.DataFrame:
@@ -108,11 +113,13 @@ class Explorer:
         if self.order[0] == "bgr":
             train = train[..., ::-1]
         kp = self.kp320[: len(train)]
-        at_kp = np.array([[train[i, int(y), int(x)] for x, y in np.clip(kp[i], 0, 319)] for i in range(len(train))]).reshape(-1, 3)
+        at_kp = np.array([[train[i, int(y), int(x)] for x, y in np.clip(kp[i], 0, IMAGE_SIZE - 1)]
+                          for i in range(len(train))]).reshape(-1, 3)
         test = np.moveaxis(self.test_raw, 1, -1)
         if self.test_order[0] == "bgr":
             test = test[..., ::-1]
-        centre = test[:, 32:96, 32:96].reshape(-1, 3)
+        q = CROP_SIZE // 4  # the central half of the crop
+        centre = test[:, q:3 * q, q:3 * q].reshape(-1, 3)
         df = pd.DataFrame([at_kp.mean(0), centre.mean(0)], columns=["R", "G", "B"],
                           index=["training, at keypoints", "test, crop centre"])
         df["decision"] = [self.order[1], self.test_order[1]]

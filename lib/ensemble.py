@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from lib import data, io, metrics
+from lib import data, io, metrics, paths
+from lib.runs import Run, list_runs
 from lib.submit import read_submission, validate_submission, write_submission
-from lib import paths
 
 LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
 BASELINE_PREFIX = "baseline_"
@@ -41,15 +41,12 @@ class RunPredictions:
 
 def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]:
     """Every run with validation and test predictions (from lib.predict.predict_run)."""
-    runs = []
-    for d in sorted(Path(runs_dir or paths.runs()).glob("*/")):
-        files = [d / f for f in ("val_index.npy", "val_pred.npy", "test_pred.npy", "config.json")]
-        if not all(f.exists() for f in files):
-            continue
-        cfg = json.loads((d / "config.json").read_text())
-        runs.append(RunPredictions(d.name, cfg["model"], cfg["recipe"], np.load(files[0]), np.load(files[1]),
-                                   np.load(files[2]), cfg["data_dir"]))
-    return runs
+    out = []
+    for run in list_runs(runs_dir):
+        if run.has_predictions():
+            cfg = run.config()
+            out.append(RunPredictions(run.name, cfg["model"], cfg["recipe"], *run.predictions(), cfg["data_dir"]))
+    return out
 
 
 def load_baselines(baselines_dir: str | os.PathLike | None = None, files: data.DataPaths | None = None
@@ -58,16 +55,16 @@ def load_baselines(baselines_dir: str | os.PathLike | None = None, files: data.D
     `files`, only those made on these very files (meta.json "data": their fingerprints)."""
     out = []
     for d in sorted(Path(baselines_dir or paths.baselines()).glob("*/")):
-        need = [d / f for f in ("val_index.npy", "val_pred.npy", "test_pred.npy", "meta.json")]
-        if not all(f.exists() for f in need):
+        b = Run(d)  # a baseline folder holds a run's prediction files, and meta.json instead of config.json
+        if not all(f.exists() for f in (b.val_index_path, b.val_pred_path, b.test_pred_path, d / "meta.json")):
             continue
-        meta = json.loads(need[3].read_text())
+        meta = json.loads((d / "meta.json").read_text())
         if files is not None and meta.get("data") != data_fingerprints(files):
             print(f"leaderboard: leaving out {BASELINE_PREFIX + d.name}: made on another copy of {files.root} "
                   f"(training.h5 or testing.h5 changed since); make it again")
             continue
-        out.append(RunPredictions(BASELINE_PREFIX + d.name, meta.get("model", d.name), "-", np.load(need[0]),
-                                  np.load(need[1]), np.load(need[2]), meta.get("data_dir", "")))
+        out.append(RunPredictions(BASELINE_PREFIX + d.name, meta.get("model", d.name), "-", *b.predictions(),
+                                  meta.get("data_dir", "")))
     return out
 
 
@@ -83,7 +80,7 @@ def matching_baselines(baselines: list[RunPredictions], ref: RunPredictions) -> 
         why = (f"other data than {ref.name}" if Path(b.data_dir).resolve() != Path(ref.data_dir).resolve()
                else f"other validation samples than {ref.name}" if not np.array_equal(b.val_index, ref.val_index)
                else f"another test set than {ref.name}" if b.test_pred.shape != ref.test_pred.shape
-               else "val_pred.npy and val_index.npy of different lengths" if len(b.val_pred) != len(b.val_index)
+               else "validation predictions and validation index of different lengths" if len(b.val_pred) != len(b.val_index)
                else None)
         if why:
             print(f"leaderboard: leaving out {b.name}: {why} ({len(b.val_index)} vs {len(ref.val_index)} "
@@ -182,7 +179,7 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
     train_mask[runs[0].val_index] = False
     baselines = matching_baselines(load_baselines(baselines_dir, files), runs[0])
     board, tests = leaderboard(runs, gt, vis, solution, mean_pose=cache.kp[train_mask].mean(0), baselines=baselines)
-    with io.atomic_open(paths.outputs() / "leaderboard.csv", "w", newline="") as f:
+    with io.atomic_open(paths.leaderboard(), "w", newline="") as f:
         board.to_csv(f, index_label="rank")
     best = board[~board["name"].str.startswith(BASELINE_PREFIX)].iloc[0]["name"]
     out = Path(out_dir or paths.submissions()) / f"{name}.csv"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib.joints import NAMES
+from lib.joints import NAMES, NUM_JOINTS
 
 PCK_THRESHOLDS_PX = 30.0 * np.arange(20) / 20  # MMPose keypoint_auc(norm_factor=30, num_thresholds=20)
 
@@ -16,7 +16,8 @@ PCK_THRESHOLDS_PX = 30.0 * np.arange(20) / 20  # MMPose keypoint_auc(norm_factor
 def _prep(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
-        raise ValueError(f"pred and gt: expected equal shapes (N, 21, 2), found {pred.shape} and {gt.shape}")
+        raise ValueError(f"pred and gt: expected equal shapes (N, {NUM_JOINTS}, 2), "
+                         f"found {pred.shape} and {gt.shape}")
     return pred, gt
 
 

@@ -29,5 +29,10 @@ def baselines() -> Path:
     return outputs() / "baselines"
 
 
+def leaderboard() -> Path:
+    """The validation leaderboard of runs, ensembles and baselines (written by lib.ensemble)."""
+    return outputs() / "leaderboard.csv"
+
+
 def submissions() -> Path:
     return Path(os.environ.get("HANDJOINTS_SUBMISSIONS", REPO / "submissions"))

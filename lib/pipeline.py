@@ -11,86 +11,24 @@ Executed notebooks go to outputs/notebooks/, runs to outputs/runs/, the submissi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from lib import data, io, paths
+from lib import paths
+from lib.config import ensure_data, resolve_profile
 
 REPO = paths.REPO
 NOTEBOOK_DIR = REPO / "notebooks"
-# synthetic default per profile: (training images, evaluation images), rendered by lib.synth
-SYNTH_SIZES = {"smoke": (40, 12), "cpu": (4000, 300), "full": (40000, 2700)}
-STAMP = "synthetic.json"  # the sizes the synthetic folder was built with
 TRAINING_NOTEBOOKS = ("03_irv2", "04_resnet34", "05_cpm", "06_inception_v3", "07_hm_resnet18")
 
 
 def notebooks() -> list[str]:
     """The numbered notebooks, in order."""
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-
-
-def resolve_profile(profile: str) -> str:
-    if profile == "auto":
-        import torch
-        return "full" if torch.cuda.is_available() else "cpu"
-    if profile not in SYNTH_SIZES:
-        raise ValueError(f"profile: expected one of {sorted(SYNTH_SIZES) + ['auto']}, found {profile!r}")
-    return profile
-
-
-def synthetic_dir(profile: str) -> Path:
-    return paths.data_root() / ("synthetic" if profile == "cpu" else f"synthetic-{profile}")
-
-
-def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", workers: int | None = None) -> Path:
-    """The competition files to use: data_dir, else the real files in data/, else the synthetic default
-    for the profile (rendered and built on first use, with a notice)."""
-    if str(data_dir) != "auto":
-        return data.find_data(data_dir).root
-    real = paths.data_root()
-    if (real / "training.h5").exists() and (real / "testing.h5").exists():
-        print(f"data: the real competition files in {real}")
-        return real
-    profile = resolve_profile(profile)
-    out = synthetic_dir(profile)
-    n_train, n_eval = SYNTH_SIZES[profile]
-    from lib import synth
-
-    stamp = {"training_images": n_train, "evaluation_images": n_eval, "seeds": [0, 1],
-             "renderer": synth.RENDERER_VERSION}
-    have = json.loads((out / STAMP).read_text()) if (out / STAMP).exists() else None
-    if have == stamp and all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
-        print(f"data: synthetic default in {out} (no real competition files in {real})")
-        return out
-    if have is not None and have != stamp:
-        print(f"data: {out} holds another synthetic set ({have}); rendering it again as {stamp}", flush=True)
-        shutil.rmtree(out / "rhd", ignore_errors=True)
-
-    workers = workers or os.cpu_count() or 1
-    print(f"data: no real competition files in {real}; rendering the synthetic default "
-          f"({n_train} training + {n_eval} evaluation images, profile {profile}) into {out}", flush=True)
-    t = time.perf_counter()
-    (out / STAMP).unlink(missing_ok=True)
-    for split, n, seed in (("training", n_train, 0), ("evaluation", n_eval, 1)):
-        pkl = out / "rhd" / split / f"anno_{split}.pickle"
-        if pkl.exists() and len(data.read_rhd_annotations(out / "rhd", split)) == n:
-            continue  # this split finished before the run was stopped
-        try:  # resumes a killed render of the same size
-            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, verbose=True)
-        except FileExistsError:  # a finished render of another size
-            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, overwrite=True, verbose=True)
-    summary = data.build_competition(out / "rhd", out, overwrite=True)
-    io.write_json(out / STAMP, stamp)
-    print(f"data: {summary['train_hands']} training hands, {summary['test_hands']} test crops "
-          f"in {time.perf_counter() - t:.0f} s", flush=True)
-    return out
 
 
 def run_notebook(name: str, parameters: dict, output_dir: Path | None = None) -> Path:
@@ -131,7 +69,7 @@ def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | 
 def summary() -> str:
     """The leaderboard and where the files are, after a run."""
     lines = []
-    board = paths.outputs() / "leaderboard.csv"
+    board = paths.leaderboard()
     if board.exists():
         lines += [f"Validation leaderboard ({board}):", pd.read_csv(board).to_markdown(index=False, floatfmt=".3f")]
     lines += [f"submission: {p}" for p in sorted(paths.submissions().glob("*.csv"))]

@@ -14,17 +14,18 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib import data, io, metrics
-from lib.submit import write_submission, validate_submission
-from lib import paths
-from lib.train import load_model, resolve_device
+from lib import data, metrics
+from lib.config import autocast, resolve_amp, resolve_device
+from lib.joints import NUM_JOINTS
+from lib.models import load_trained
+from lib.runs import Run
+from lib.submit import read_submission, validate_submission, write_submission
 
 CENTRE = (data.CROP_SIZE - 1) / 2  # pixel-centre coordinates of the crop centre
 
@@ -49,19 +50,19 @@ def predict(model: torch.nn.Module, crops: np.ndarray, flip: bool = True, rotati
             batch_size: int = 128, device: str = "auto", amp: str = "auto") -> np.ndarray:
     """Keypoints (N,21,2) in crop pixels for (N,128,128,3) uint8 RGB crops, averaged over the TTA views."""
     device = resolve_device(device)
-    amp = ("bf16" if device.startswith("cuda") else "off") if amp == "auto" else amp
+    amp = resolve_amp(amp, device)
     model = model.to(device).eval()
     out = []
     for start in range(0, len(crops), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size])).to(device)
         x = x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
         out.append(_predict_batch(model, x, flip, rotations, amp).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 21, 2), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, NUM_JOINTS, 2), np.float32)
 
 
 def _predict_batch(model, x, flip: bool, rotations: Sequence[float], amp: str) -> torch.Tensor:
     def run(inp):
-        with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with autocast(str(inp.device), amp):
             return model(inp)["kp"].float()
 
     kp = run(x)
@@ -82,32 +83,26 @@ def _predict_batch(model, x, flip: bool, rotations: Sequence[float], amp: str) -
     return torch.stack(views).mean(0)
 
 
-def predict_run(run_dir: str | os.PathLike, flip: bool = True, rotations: Sequence[float] = (),
+def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: Sequence[float] = (),
                 device: str = "auto") -> dict:
     """Validation and test predictions of a run's best model, saved beside it; returns val metrics."""
-    run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    model = load_model(run_dir, "best")
+    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    cfg = run.config()
+    model = load_trained(run.dir, "best")
     files = data.find_data(cfg["data_dir"])
     cache = data.build_cache(files.training)
-    val_idx = np.load(run_dir / "val_index.npy")
-    val_crops = np.stack([cache.crop[i] for i in val_idx])
-    val_pred = predict(model, val_crops, flip, rotations, device=device)
+    val_idx = run.val_index()
+    val_pred = predict(model, np.stack([cache.crop[i] for i in val_idx]), flip, rotations, device=device)
     gt, vis = cache.kp[val_idx], cache.vis[val_idx]
-    scores = metrics.summary(val_pred, gt, vis)
     test_pred = predict(model, data.load_test_crops(files.testing), flip, rotations, device=device)
-    io.save_npy(run_dir / "val_pred.npy", val_pred)
-    io.save_npy(run_dir / "test_pred.npy", test_pred)
-    write_submission(run_dir / "submission.csv", test_pred)
-    validate_submission(run_dir / "submission.csv", len(test_pred))
-    tta = {"flip": flip, "rotations": list(rotations)}
-    result = {"model": cfg["model"], "recipe": cfg["recipe"], "tta": tta, **scores}
+    run.save_predictions(val_pred, test_pred)
+    write_submission(run.submission_path, test_pred)
+    validate_submission(run.submission_path, len(test_pred))
+    result = {"model": cfg["model"], "recipe": cfg["recipe"], "tta": {"flip": flip, "rotations": list(rotations)},
+              **metrics.summary(val_pred, gt, vis)}
     if files.solution is not None:
-        from lib.submit import read_submission
         result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(files.solution, len(test_pred)))
-    io.write_json(run_dir / "val_metrics.json", result)
-    with io.atomic_open(run_dir / "per_joint.csv", "w") as f:
-        metrics.per_joint(val_pred, gt, vis).to_csv(f)
+    run.write_metrics(result, metrics.per_joint(val_pred, gt, vis))
     return result
 
 
@@ -119,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotations", type=float, nargs="*", default=[])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else paths.runs() / args.run
     try:
-        result = predict_run(run_dir, not args.no_flip, args.rotations, args.device)
+        result = predict_run(Run.find(args.run), not args.no_flip, args.rotations, args.device)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

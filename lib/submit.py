@@ -17,11 +17,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lib import metrics
-from lib.data import COLUMNS, write_keypoints_csv
-from lib.joints import NUM_JOINTS
+from lib.data import COLUMNS, DataError, read_keypoints_csv, write_keypoints_csv  # noqa: F401 - COLUMNS re-exported
 
 COMPETITION = "mp18-hand-joint-recognition"
 
@@ -43,33 +41,12 @@ def write_submission(path: str | os.PathLike, kp: np.ndarray) -> Path:
 
 
 def read_submission(path: str | os.PathLike, n_rows: int | None = None) -> np.ndarray:
-    """Read and validate a submission CSV; returns (N,21,2). n_rows: the test set size if known."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such submission file")
+    """Read and validate a submission CSV (lib.data.read_keypoints_csv); returns (N,21,2).
+    n_rows: the test set size if known."""
     try:
-        df = pd.read_csv(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise SubmissionError(f"{path}: not a readable CSV: {e}") from e
-    if list(df.columns) != COLUMNS:
-        extra = [c for c in df.columns if c not in COLUMNS][:3]
-        missing = [c for c in COLUMNS if c not in df.columns][:3]
-        raise SubmissionError(f"{path}: header: expected {COLUMNS[0]},{COLUMNS[1]},...,{COLUMNS[-1]} "
-                              f"({len(COLUMNS)} columns), found {len(df.columns)} columns"
-                              f"{'; unexpected ' + str(extra) if extra else ''}"
-                              f"{'; missing ' + str(missing) if missing else ''}")
-    if n_rows is not None and len(df) != n_rows:
-        raise SubmissionError(f"{path}: rows: expected {n_rows} (one per test crop), found {len(df)}")
-    ids = pd.to_numeric(df["Id"], errors="coerce")
-    if not np.array_equal(ids.to_numpy(), np.arange(len(df))):
-        raise SubmissionError(f"{path}: Id: expected 0..{len(df) - 1} in order, found {df['Id'].head(3).tolist()}...")
-    values = df[COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise SubmissionError(f"{path}: row {r} column '{COLUMNS[1 + c]}': expected a finite number, "
-                              f"found {df.iloc[r, 1 + c]!r} ({bad.sum()} bad cells)")
-    return values.reshape(len(df), NUM_JOINTS, 2)
+        return read_keypoints_csv(path, n_rows)
+    except DataError as e:
+        raise SubmissionError(str(e)) from e
 
 
 def validate_submission(path: str | os.PathLike, n_rows: int | None = None) -> int:

@@ -7,8 +7,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from lib import io
+from lib import data, io
 from lib.joints import EDGES, FINGER_OF, FINGER_COLORS, JOINT_COLORS
+from lib.runs import Run
 
 
 def draw_skeleton(image: np.ndarray, kp: np.ndarray, vis: np.ndarray | None = None, scale: int = 1,
@@ -74,10 +75,9 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 def plot_history(run_dir: str | os.PathLike, save: bool = True):
     """Training curves of a run (loss, kaggle_mse, PCK/accuracy), saved as curves.png beside it."""
     import matplotlib.pyplot as plt
-    import pandas as pd
-    from pathlib import Path
 
-    log = pd.read_csv(Path(run_dir) / "log.csv")
+    run = Run(run_dir)
+    log = run.history()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     axes[0].plot(log["epoch"], log["train_loss"], "o-", label="train")
     axes[0].plot(log["epoch"], log["val_loss"], "o-", label="validation")
@@ -89,10 +89,10 @@ def plot_history(run_dir: str | os.PathLike, save: bool = True):
         axes[2].plot(log["epoch"], log[col], "o-", label=col)
     axes[2].set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
     axes[2].legend()
-    fig.suptitle(Path(run_dir).name)
+    fig.suptitle(run.name)
     fig.tight_layout()
     if save:
-        save_figure(fig, Path(run_dir) / "curves.png")
+        save_figure(fig, run.curves_path)
     return fig
 
 
@@ -126,16 +126,9 @@ def show(image: np.ndarray, title: str | None = None, width: float = 12.0):
 
 def run_worst(run_dir: str | os.PathLike, k: int = 12) -> np.ndarray:
     """The k worst validation predictions of a run (after lib.predict.predict_run), saved as worst.png."""
-    import json
-    from pathlib import Path
-
-    from lib import data
-
-    run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    cache = data.build_cache(data.find_data(cfg["data_dir"]).training)
-    idx = np.load(run_dir / "val_index.npy")
-    pred = np.load(run_dir / "val_pred.npy")
+    run = Run(run_dir)
+    cache = data.build_cache(data.find_data(run.config()["data_dir"]).training)
+    idx, pred, _ = run.predictions()
     img = worst_predictions(np.stack([cache.crop[i] for i in idx]), pred, cache.kp[idx], k)
-    save_png(run_dir / "worst.png", img)
+    save_png(run.worst_path, img)
     return img

@@ -1,4 +1,4 @@
-"""lib.augment: shapes, determinism, keypoints follow pixels, paper statistics, the sampler."""
+"""lib.augment: shapes, determinism, keypoints follow pixels, paper statistics."""
 from __future__ import annotations
 
 import json
@@ -10,22 +10,21 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from lib import augment as aug_mod
-from lib.augment import (CTX, NAMES, OUT, PAD, PAPER_OPS, SlidingWindowBatchSampler,
-                         apply_affine, build, crop_matrix)
-from lib.data import context_crop, crop_box
+from lib.augment import NAMES, PAPER_OPS, apply_affine, build, crop_matrix
+from lib.data import CROP_SIZE, CTX_PAD, CTX_SIZE, context_crop, crop_box
 
 KP = A.KeypointParams(format="xy", remove_invisible=False, check_each_transform=False)
 QUIET = {"color_p": 0.0, "gamma_p": 0.0, "blur_p": 0.0, "noise_p": 0.0, "cutout_p": 0.0}
+BOX = np.s_[CTX_PAD:CTX_PAD + CROP_SIZE, CTX_PAD:CTX_PAD + CROP_SIZE]  # the competition box in a ctx
 
 
 # ---------------------------------------------------------------- helpers
 
 def hand(rng: np.random.Generator, s: float = 1.0) -> np.ndarray:
     """21 joints spread over the competition box of a ctx (box side 128, margin 8 s)."""
-    lo, hi = PAD + 8 * s + 1, PAD + OUT - 8 * s - 2
+    lo, hi = CTX_PAD + 8 * s + 1, CTX_PAD + CROP_SIZE - 8 * s - 2
     return rng.uniform(lo, hi, size=(21, 2)).astype(np.float32)
 
 
@@ -54,8 +53,8 @@ def follows(pipe, p: np.ndarray, s: float, seed: int, joints, tol: float = 0.5) 
     """Worst distance between each joint's output keypoint and where its blob landed."""
     worst, checked = 0.0, 0
     for j in joints:
-        img, p_out, _ = pipe(blob((CTX, CTX), p[j], sigma=2.5), p, s, seed)
-        if not (2 <= p_out[j]).all() or not (p_out[j] <= OUT - 3).all():
+        img, p_out, _ = pipe(blob((CTX_SIZE, CTX_SIZE), p[j], sigma=2.5), p, s, seed)
+        if not (2 <= p_out[j]).all() or not (p_out[j] <= CROP_SIZE - 3).all():
             continue  # too close to the border for a clean centroid
         err = float(np.linalg.norm(centroid(img, p_out[j]) - p_out[j]))
         assert err < tol, (pipe, seed, j, p_out[j], err)
@@ -114,8 +113,8 @@ def test_our_rotation_matches_albumentations_affine():
     p = rng.uniform(20, 170, (21, 2)).astype(np.float32)
     for deg in (-70.0, 30.0):
         out = A.Compose([A.Affine(rotate=(deg, deg), p=1)], keypoint_params=KP)(
-            image=np.zeros((CTX, CTX, 3), np.uint8), keypoints=p)
-        c = (CTX - 1) / 2
+            image=np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8), keypoints=p)
+        c = (CTX_SIZE - 1) / 2
         mine = apply_affine(aug_mod._about(aug_mod._rotation(deg), c, c), p)
         assert np.abs(out["keypoints"][:, :2] - mine).max() < 1e-3
 
@@ -131,20 +130,20 @@ def test_build_names_and_errors():
     with pytest.raises(ValueError, match="ctx"):
         build("none")(np.zeros((128, 128, 3), np.uint8), np.zeros((21, 2)), 1.0, 0)
     with pytest.raises(ValueError, match="p must be"):
-        build("none")(np.zeros((CTX, CTX, 3), np.uint8), np.zeros((20, 2)), 1.0, 0)
+        build("none")(np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8), np.zeros((20, 2)), 1.0, 0)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_dtypes_determinism(name):
     rng = np.random.default_rng(1)
-    ctx = rng.integers(0, 256, (CTX, CTX, 3), dtype=np.uint8)
+    ctx = rng.integers(0, 256, (CTX_SIZE, CTX_SIZE, 3), dtype=np.uint8)
     p, s = hand(rng), 1.3
     pipe = build(name, **({"p_augment": 1.0} if name == "paper" else {}))
     outs = [pipe(ctx, p, s, seed) for seed in (7, 8, 7)]
     again = build(name, **({"p_augment": 1.0} if name == "paper" else {}))(ctx, p, s, 7)
     clone = pickle.loads(pickle.dumps(pipe))(ctx, p, s, 7)
     for img, p_out, s_out in outs:
-        assert img.shape == (OUT, OUT, 3) and img.dtype == np.uint8
+        assert img.shape == (CROP_SIZE, CROP_SIZE, 3) and img.dtype == np.uint8
         assert p_out.shape == (21, 2) and p_out.dtype == np.float32
         assert isinstance(s_out, float) and s_out > 0
     for other in (outs[2], again, clone):
@@ -156,16 +155,16 @@ def test_shapes_dtypes_determinism(name):
 
 def test_none_is_the_central_crop():
     rng = np.random.default_rng(2)
-    ctx = rng.integers(0, 256, (CTX, CTX, 3), dtype=np.uint8)
+    ctx = rng.integers(0, 256, (CTX_SIZE, CTX_SIZE, 3), dtype=np.uint8)
     p = hand(rng)
     img, p_out, s_out = build("none")(ctx, p, 0.77, 3)
-    assert np.array_equal(img, ctx[PAD:PAD + OUT, PAD:PAD + OUT])
-    assert np.array_equal(p_out, p - PAD) and s_out == 0.77
+    assert np.array_equal(img, ctx[BOX])
+    assert np.array_equal(p_out, p - CTX_PAD) and s_out == 0.77
 
 
 def test_paper_unaugmented_is_the_none_crop():
     rng = np.random.default_rng(3)
-    ctx = rng.integers(0, 256, (CTX, CTX, 3), dtype=np.uint8)
+    ctx = rng.integers(0, 256, (CTX_SIZE, CTX_SIZE, 3), dtype=np.uint8)
     p = hand(rng)
     ref = build("none")(ctx, p, 1.1, 0)
     out = build("paper", p_augment=0.0)(ctx, p, 1.1, 0)
@@ -177,16 +176,16 @@ def test_paper_unaugmented_is_the_none_crop():
 def test_tight_crop_rule_and_scale():
     s = 2.0
     u = np.array([[3.2, 10.0], [40.7, 20.0]] + [[20.0, 15.0]] * 19)  # source px from the box
-    q = (u + 0.5) * s + PAD - 0.5  # -> ctx px
+    q = (u + 0.5) * s + CTX_PAD - 0.5  # -> ctx px
     m = crop_matrix(q, s)
     # x: ceil 4, floor 40 -> [-4, 48), side 52; y: [2, 28) extended toward +y to [2, 54)
     assert crop_box(u + 16, size=96) == (12, 18, 52)  # the ctx holds source px -16..79
     side_ctx = 52 * s
-    assert math.isclose(math.sqrt(abs(np.linalg.det(m[:2, :2]))), OUT / side_ctx)
-    assert math.isclose(s * math.sqrt(abs(np.linalg.det(m[:2, :2]))), s * OUT / side_ctx)
+    assert math.isclose(math.sqrt(abs(np.linalg.det(m[:2, :2]))), CROP_SIZE / side_ctx)
+    assert math.isclose(s * math.sqrt(abs(np.linalg.det(m[:2, :2]))), s * CROP_SIZE / side_ctx)
     # the box's outer pixel edges map onto the output's outer pixel edges
-    edges = (np.array([[-4, 2], [48, 54]]) - 0.5 + 0.5) * s + PAD - 0.5
-    assert np.allclose(apply_affine(m, edges), [[-0.5, -0.5], [OUT - 0.5, OUT - 0.5]])
+    edges = (np.array([[-4, 2], [48, 54]]) - 0.5 + 0.5) * s + CTX_PAD - 0.5
+    assert np.allclose(apply_affine(m, edges), [[-0.5, -0.5], [CROP_SIZE - 0.5, CROP_SIZE - 0.5]])
 
 
 def test_crop_rule_recovers_the_competition_box():
@@ -205,7 +204,7 @@ def test_crop_rule_recovers_the_competition_box():
             continue  # a margin or the square met the source border
         ctx, p, s = context_crop(np.zeros((320, 320, 3), np.uint8), kp)
         checked += 1
-        assert np.allclose(crop_matrix(p, s), aug_mod._translate(-PAD, -PAD), atol=1e-9)
+        assert np.allclose(crop_matrix(p, s), aug_mod._translate(-CTX_PAD, -CTX_PAD), atol=1e-9)
     assert checked >= 20
 
 
@@ -241,11 +240,11 @@ def test_modern_pixel_ops_move_no_pixels(op):
 
 def test_paper_flips_mirror_the_crop_exactly():
     rng = np.random.default_rng(14)
-    ctx = rng.integers(0, 256, (CTX, CTX, 3), dtype=np.uint8)
+    ctx = rng.integers(0, 256, (CTX_SIZE, CTX_SIZE, 3), dtype=np.uint8)
     p = hand(rng)
-    crop = ctx[PAD:PAD + OUT, PAD:PAD + OUT]
-    for op, flipped, q in (("hflip", crop[:, ::-1], [OUT - 1 - (p[:, 0] - PAD), p[:, 1] - PAD]),
-                           ("vflip", crop[::-1], [p[:, 0] - PAD, OUT - 1 - (p[:, 1] - PAD)])):
+    crop, u = ctx[BOX], p - CTX_PAD
+    for op, flipped, q in (("hflip", crop[:, ::-1], [CROP_SIZE - 1 - u[:, 0], u[:, 1]]),
+                           ("vflip", crop[::-1], [u[:, 0], CROP_SIZE - 1 - u[:, 1]])):
         img, p_out, s_out = build("paper", only=op)(ctx, p, 1.5, 0)
         assert np.array_equal(img, flipped) and s_out == 1.5
         assert np.allclose(p_out, np.stack(q, axis=1), atol=1e-4)
@@ -262,7 +261,7 @@ def test_full_paper_follows_pixels():
 def test_similarity_scale_is_s_out():
     """Rotation + zoom (+ flip) scale distances by s_out / s."""
     rng = np.random.default_rng(8)
-    ctx = np.zeros((CTX, CTX, 3), np.uint8)
+    ctx = np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8)
     for name, kw in (("modern", {}), ("paper", {"only": "rotate"}), ("none", {})):
         pipe = build(name, **kw)
         for seed in range(20):
@@ -278,12 +277,12 @@ def test_similarity_scale_is_s_out():
 def test_modern_keeps_joints_inside_and_varies():
     rng = np.random.default_rng(9)
     pipe = build("modern", rotate=180)
-    ctx = np.zeros((CTX, CTX, 3), np.uint8)
+    ctx = np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8)
     scales = []
     for seed in range(300):
         p = hand(rng)
         _, p_out, s_out = pipe(ctx, p, 1.0, seed)
-        assert ((p_out >= -0.5) & (p_out <= OUT - 0.5)).all()
+        assert ((p_out >= -0.5) & (p_out <= CROP_SIZE - 0.5)).all()
         scales.append(s_out)
     assert min(scales) < 0.9 and max(scales) > 1.1
 
@@ -293,16 +292,16 @@ def test_modern_keeps_joints_inside_and_varies():
 def test_paper_joints_stay_inside_with_rollbacks():
     rng = np.random.default_rng(10)
     pipe = build("paper", p_augment=1.0)
-    ctx = np.zeros((CTX, CTX, 3), np.uint8)
+    ctx = np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8)
     for seed in range(600):
         if seed % 2:  # joints out to the ctx edges: rotations must roll back now and then, and
             # the rule drops margins at the border, so a joint may sit <1.5 source px outside
-            p, slack = rng.uniform(2, CTX - 3, (21, 2)).astype(np.float32), 1.5
+            p, slack = rng.uniform(2, CTX_SIZE - 3, (21, 2)).astype(np.float32), 1.5
         else:
             p, slack = hand(rng), 0.0
         _, p_out, s_out = pipe(ctx, p, 1.0, seed)
         tol = 1e-4 + slack * s_out
-        assert ((p_out >= -0.5 - tol) & (p_out <= OUT - 0.5 + tol)).all(), seed
+        assert ((p_out >= -0.5 - tol) & (p_out <= CROP_SIZE - 0.5 + tol)).all(), seed
     assert pipe.stats["rotate"]["rolled_back"] > 0
     assert pipe.stats["rotate"]["applied"] > 0
 
@@ -311,7 +310,7 @@ def test_paper_probabilities():
     rng = np.random.default_rng(11)
     n = 3000
     pipe = build("paper")
-    ctx = np.zeros((CTX, CTX, 3), np.uint8)
+    ctx = np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8)
     p = hand(rng)
     for seed in range(n):
         pipe(ctx, p, 1.0, seed)
@@ -330,7 +329,7 @@ def test_paper_probabilities():
 
 def test_paper_only_applies_one_op_always():
     rng = np.random.default_rng(12)
-    ctx, p = np.zeros((CTX, CTX, 3), np.uint8), hand(rng)
+    ctx, p = np.zeros((CTX_SIZE, CTX_SIZE, 3), np.uint8), hand(rng)
     for op in PAPER_OPS:
         pipe = build("paper", only=op)
         for seed in range(20):
@@ -351,81 +350,12 @@ def test_real_rhd_frames(shared_reference):
         src = cv2.cvtColor(cv2.imread(str(folder / names[ann["image_id"]])), cv2.COLOR_BGR2RGB)
         kp = np.array(ann["keypoints"], np.float64).reshape(21, 3)[:, :2]
         ctx, p, s = context_crop(src, kp)
-        assert np.array_equal(build("none")(ctx, p, s, 0)[0], ctx[PAD:PAD + OUT, PAD:PAD + OUT])
+        assert np.array_equal(build("none")(ctx, p, s, 0)[0], ctx[BOX])
         for pipe in pipes:
             for seed in range(10):
                 img, p_out, s_out = pipe(ctx, p, s, seed)
-                assert img.shape == (OUT, OUT, 3) and img.mean() > 5
-                assert ((p_out >= -0.5) & (p_out <= OUT - 0.5)).all()
-
-
-# ---------------------------------------------------------------- sampler
-
-def _epoch(sampler: SlidingWindowBatchSampler) -> list[list[int]]:
-    return list(iter(sampler))
-
-
-def test_sampler_sizes_and_coverage():
-    sampler = SlidingWindowBatchSampler(1000, 64, window=300, seed=1)
-    batches = _epoch(sampler)
-    assert len(sampler) == len(batches) == 16
-    assert [len(b) for b in batches] == [64] * 15 + [40]
-    assert sorted(i for b in batches for i in b) == list(range(1000))
-    dropped = SlidingWindowBatchSampler(1000, 64, window=300, seed=1, drop_last=True)
-    assert len(dropped) == len(_epoch(dropped)) == 15
-    small = SlidingWindowBatchSampler(10, 4, window=4000)
-    assert sorted(i for b in _epoch(small) for i in b) == list(range(10))
-    narrow = _epoch(SlidingWindowBatchSampler(100, 16, window=5))
-    assert [len(b) for b in narrow] == [16] * 6 + [4]
-
-
-def test_sampler_window_is_local_and_mixes():
-    sampler = SlidingWindowBatchSampler(2000, 50, window=400, seed=2, shuffle=False)
-    batches = _epoch(sampler)
-    for k, b in enumerate(batches):
-        assert max(b) < 400 + k * 50  # only items the window has reached
-    assert batches[0] != list(range(50))  # a draw, not a slice
-    waits = [k - i // 50 for k, b in enumerate(batches) for i in b]
-    assert max(waits) < 40
-
-
-def test_sampler_deterministic_per_seed_and_epoch():
-    a = SlidingWindowBatchSampler(500, 32, window=100, seed=3)
-    b = SlidingWindowBatchSampler(500, 32, window=100, seed=3)
-    assert _epoch(a) == _epoch(b)
-    first = _epoch(a)
-    a.set_epoch(1)
-    assert _epoch(a) != first
-    assert _epoch(SlidingWindowBatchSampler(500, 32, window=100, seed=4)) != first
-
-
-def test_sampler_resume_continues_exactly():
-    ref = SlidingWindowBatchSampler(700, 32, window=200, seed=5)
-    ref.set_epoch(2)
-    full = _epoch(ref)
-    run = SlidingWindowBatchSampler(700, 32, window=200, seed=5)
-    run.set_epoch(2)
-    it = iter(run)
-    seen = [next(it) for _ in range(7)]
-    state = run.state_dict()
-    resumed = SlidingWindowBatchSampler(700, 32, window=200, seed=0)
-    resumed.load_state_dict(json.loads(json.dumps(state)))
-    resumed.set_epoch(2)  # the loop calls it again on resume: same epoch keeps the position
-    assert seen + _epoch(resumed) == full
-    resumed.set_epoch(3)
-    assert resumed.position == 0 and len(_epoch(resumed)) == len(full)
-    # a checkpoint of the batches actually trained on
-    assert run.state_dict(consumed=5)["position"] == 5
-    with pytest.raises(ValueError, match="batch_size"):
-        SlidingWindowBatchSampler(700, 16).load_state_dict(state)
-
-
-def test_sampler_in_a_dataloader():
-    sampler = SlidingWindowBatchSampler(100, 8, window=40, seed=6)
-    loader = torch.utils.data.DataLoader(torch.arange(100), batch_sampler=sampler)
-    got = torch.cat(list(loader)).tolist()
-    assert sorted(got) == list(range(100))
-    assert got == [i for b in SlidingWindowBatchSampler(100, 8, window=40, seed=6) for i in b]
+                assert img.shape == (CROP_SIZE, CROP_SIZE, 3) and img.mean() > 5
+                assert ((p_out >= -0.5) & (p_out <= CROP_SIZE - 0.5)).all()
 
 
 def test_no_warnings_on_build():

@@ -1,17 +1,24 @@
-"""lib.bench: markdown sections update in place; the per-model measurement returns sane numbers."""
+"""benchmarks: markdown sections update in place; the per-model measurement returns sane numbers; one CLI."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from lib import bench
+from benchmarks.accuracy import parse_spec
+from benchmarks.report import update_section
+from benchmarks.speed import bench_one_model, forward_flops
+from lib.data import CROP_SIZE
 from lib.models import create_model
+from lib.paths import REPO
 
 
 def test_update_section_replaces_only_its_block(tmp_path):
     md = tmp_path / "B.md"
     md.write_text("# Benchmarks\n\nprose before\n")
-    bench.update_section(md, "models", "table one")
-    bench.update_section(md, "input", "input table")
-    bench.update_section(md, "models", "table two")
+    update_section(md, "models", "table one")
+    update_section(md, "input", "input table")
+    update_section(md, "models", "table two")
     text = md.read_text()
     assert "prose before" in text and "input table" in text
     assert "table one" not in text and text.count("table two") == 1
@@ -20,15 +27,50 @@ def test_update_section_replaces_only_its_block(tmp_path):
 
 def test_forward_flops_counts_a_known_layer():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    assert bench.forward_flops(conv) == pytest.approx(2 * 3 * 8 * 9 * 128 * 128)
+    assert forward_flops(conv) == pytest.approx(2 * 3 * 8 * 9 * CROP_SIZE * CROP_SIZE)
 
 
 def test_forward_flops_of_resnet34_regressor():
     # timm resnet34 at 224 is ~3.6 GMACs; at 128x128 that is ~1.2 GMACs = ~2.4 GFLOPs
-    assert 2.0e9 < bench.forward_flops(create_model("resnet34")) < 2.8e9
+    assert 2.0e9 < forward_flops(create_model("resnet34")) < 2.8e9
 
 
 def test_bench_one_model_cpu():
-    r = bench.bench_one_model("cpm", batch=2, steps=1, device="cpu", amp="off")
+    r = bench_one_model("cpm", batch=2, steps=1, device="cpu", amp="off")
     assert r["model"] == "cpm" and r["train img/s"] > 0 and r["infer img/s"] > 0
     assert r["peak mem (GiB)"] > 0 and r["GFLOPs/img (fwd)"] > 0 and r["% of peak"] is None
+
+
+def test_leaderboard_run_spec():
+    assert parse_spec("cpm:modern") == ("cpm", "modern", {}, None)
+    assert parse_spec('hm_resnet18:modern:{"backbone":"resnet34"}@hm_resnet34') == (
+        "hm_resnet18", "modern", {"backbone": "resnet34"}, "hm_resnet34")
+    with pytest.raises(ValueError, match="MODEL:RECIPE"):
+        parse_spec("cpm")
+
+
+def test_cli_help_lists_every_benchmark():
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for cmd in ("input", "models", "scaling", "accuracy", "leaderboard", "all"):
+        assert f"python -m benchmarks {cmd}" in res.stdout
+    assert "_one" not in res.stdout  # internal subcommand of `models`
+
+
+def test_bench_accuracy_reads_finished_runs(tmp_path, monkeypatch):
+    from benchmarks.accuracy import bench_accuracy
+    from lib.runs import Run
+
+    monkeypatch.setenv("HANDJOINTS_OUTPUTS", str(tmp_path))
+    for name, mse, finished in (("a_modern_cpu", 500.0, True), ("b_paper_cpu", 700.0, True), ("c_cpu", 1.0, False)):
+        run = Run(tmp_path / "runs" / name)
+        run.dir.mkdir(parents=True)
+        run.write_config({"model": name[0], "recipe": "modern", "batch_size": 8, "train_size": 80})
+        run.write_history([{"step": 5, "elapsed_s": 60.0, "img_s": 10.0}, {"step": 20, "elapsed_s": 120.0, "img_s": 20.0}])
+        if finished:
+            run.write_metrics({"kaggle_mse": mse, "epe": 1.0, "pck@2px": 0.5, "auc": 0.4})
+    df = bench_accuracy()
+    assert list(df["run"]) == ["a_modern_cpu", "b_paper_cpu"]  # sorted by kaggle_mse; unfinished left out
+    assert df["train min"].iloc[0] == pytest.approx(2.0) and df["epochs"].iloc[0] == pytest.approx(2.0)
+    assert df["train img/s"].iloc[0] == pytest.approx(15.0) and df["test kaggle_mse"].isna().all()

@@ -127,8 +127,7 @@ def test_build_round_trip(built):
     crops = data.load_test_crops(out / "testing.h5")
     with h5py.File(out / "testing.h5") as f:
         assert f["test/img"].dtype == np.float32 and f["test/img"].shape[1:] == (3, 128, 128)
-    from lib.submit import read_submission
-    sol = read_submission(out / "solution.csv", len(crops))
+    sol = data.read_keypoints_csv(out / "solution.csv", len(crops))
     k = 0
     for i in sorted(test_anno):  # left then right hand per image
         for h in (0, 1):
@@ -139,6 +138,19 @@ def test_build_round_trip(built):
                 np.testing.assert_allclose(sol[k], lab, atol=1e-5)
                 k += 1
     assert k == len(crops) == summary["test_hands"]
+
+
+def test_keypoints_csv_round_trip_and_refusals(tmp_path):
+    kp = np.random.default_rng(0).uniform(0, 128, (3, 21, 2))
+    data.write_keypoints_csv(tmp_path / "kp.csv", kp)
+    np.testing.assert_allclose(data.read_keypoints_csv(tmp_path / "kp.csv", 3), kp, atol=1e-6)
+    with pytest.raises(DataError, match="kp.csv: rows: expected 4"):
+        data.read_keypoints_csv(tmp_path / "kp.csv", 4)
+    (tmp_path / "bad.csv").write_text("Id,x\n0,1\n")
+    with pytest.raises(DataError, match="bad.csv: header"):
+        data.read_keypoints_csv(tmp_path / "bad.csv")
+    with pytest.raises(FileNotFoundError):
+        data.read_keypoints_csv(tmp_path / "missing.csv")
 
 
 def test_build_refuses_existing_output(built):

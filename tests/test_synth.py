@@ -347,21 +347,21 @@ def test_data_of_another_renderer_version_is_rendered_again(tmp_path: Path, monk
                                                             capsys: pytest.CaptureFixture) -> None:
     import json
 
-    from lib import pipeline
+    from lib import config
     monkeypatch.setenv("HANDJOINTS_DATA", str(tmp_path))
-    monkeypatch.setitem(pipeline.SYNTH_SIZES, "smoke", (3, 2))
-    out = pipeline.ensure_data("auto", "smoke", workers=1)
-    stamp = json.loads((out / pipeline.STAMP).read_text())
+    monkeypatch.setitem(config.PROFILES["smoke"], "synthetic", (3, 2))
+    out = config.ensure_data("auto", "smoke", workers=1)
+    stamp = json.loads((out / config.STAMP).read_text())
     assert stamp["renderer"] == ds.RENDERER_VERSION
     first = (out / "training.h5").stat().st_mtime_ns
-    assert pipeline.ensure_data("auto", "smoke", workers=1) == out           # same version: kept
+    assert config.ensure_data("auto", "smoke", workers=1) == out           # same version: kept
     assert (out / "training.h5").stat().st_mtime_ns == first
-    (out / pipeline.STAMP).write_text(json.dumps({**stamp, "renderer": ds.RENDERER_VERSION - 1}))
+    (out / config.STAMP).write_text(json.dumps({**stamp, "renderer": ds.RENDERER_VERSION - 1}))
     capsys.readouterr()
-    pipeline.ensure_data("auto", "smoke", workers=1)
+    config.ensure_data("auto", "smoke", workers=1)
     assert "another synthetic set" in capsys.readouterr().out
     assert (out / "training.h5").stat().st_mtime_ns != first
-    assert json.loads((out / pipeline.STAMP).read_text())["renderer"] == ds.RENDERER_VERSION
+    assert json.loads((out / config.STAMP).read_text())["renderer"] == ds.RENDERER_VERSION
 
 
 def test_tendon_relief_only_on_the_back_of_the_hand() -> None:

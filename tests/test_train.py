@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import predict, train
+from lib import config, io, predict, train
+from lib.models import create_model, load_trained
+from lib.runs import Run, read_checkpoint
 
 MODEL = "hm_resnet18"  # the fastest registered model keeps these tests in seconds
 
@@ -20,7 +22,7 @@ def small(tiny_data, tmp_path, **kw):
 
 
 def weights(run_dir, which="last"):
-    return train.load_checkpoint(Path(run_dir) / f"{which}.pt")
+    return read_checkpoint(Path(run_dir) / f"{which}.pt")
 
 
 def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
@@ -45,7 +47,7 @@ def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
     for key in ("model", "ema"):
         for name, t in a[key].items():
             assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resume"
-    assert len(train.history(resumed)) == 2
+    assert len(Run(resumed).history()) == 2
     # a finished run is not trained again
     before = (Path(resumed) / "last.pt").stat().st_mtime_ns
     train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
@@ -53,12 +55,12 @@ def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
 
 
 def test_paper_recipe_resolves_to_the_report(tiny_data, tmp_path):
-    cfg = train.TrainConfig(model="resnet34", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved()
+    cfg = config.TrainConfig(model="resnet34", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved()
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.schedule, cfg.augment, cfg.sampler, cfg.epochs) == \
         ("adam", 1e-4, 8, "constant", "paper", "window", 55)
-    assert train.TrainConfig(model="irv2", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved().epochs == 108
-    modern = train.TrainConfig(model=MODEL, recipe="modern", batch_size=128, data_dir=str(tiny_data)).resolved()
-    assert modern.lr == pytest.approx(train.RECIPES["modern"]["lr"] * 4)  # scaled with the batch
+    assert config.TrainConfig(model="irv2", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved().epochs == 108
+    modern = config.TrainConfig(model=MODEL, recipe="modern", batch_size=128, data_dir=str(tiny_data)).resolved()
+    assert modern.lr == pytest.approx(config.RECIPES["modern"]["lr"] * 4)  # scaled with the batch
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -79,22 +81,62 @@ def test_nan_guard_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
 
 def test_bad_names_and_checkpoints(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="model: expected one of .*resnet34"):
-        train.TrainConfig(model="resnet35", data_dir=str(tiny_data)).resolved()
+        config.TrainConfig(model="resnet35", data_dir=str(tiny_data)).resolved()
     with pytest.raises(ValueError, match="recipe: expected one of \\['modern', 'paper'\\]"):
-        train.TrainConfig(recipe="fast", data_dir=str(tiny_data)).resolved()
+        config.TrainConfig(recipe="fast", data_dir=str(tiny_data)).resolved()
     with pytest.raises(FileNotFoundError, match="make data"):
-        train.TrainConfig(data_dir=str(tmp_path / "nothing")).resolved()
+        config.TrainConfig(data_dir=str(tmp_path / "nothing")).resolved()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
-        train.load_checkpoint(bad)
+        read_checkpoint(bad)
     run = train.fit(**small(tiny_data, tmp_path, run="other", epochs=1))
     with pytest.raises(ValueError, match=f"a checkpoint of model '{MODEL}', expected 'resnet34'"):
-        train.load_checkpoint(Path(run) / "best.pt", "resnet34")
+        read_checkpoint(Path(run) / "best.pt", "resnet34")
     # the CLI turns these into one line and exit code 2
     r = subprocess.run([sys.executable, "-m", "lib.train", "--model", "nope", "--data-dir", str(tiny_data)],
                        capture_output=True, text=True, cwd=train.REPO)
     assert r.returncode == 2 and "model: expected one of" in r.stderr
+
+
+def test_pretrained_run_checkpoint_gives_the_validated_ema_weights(tiny_data, tmp_path):
+    """create_model(pretrained=<run>/best.pt) and load_trained(<run>) give the EMA weights that
+    validation scored (not the raw ones), and a checkpoint of another registered model is refused
+    by name."""
+    run = train.fit(**small(tiny_data, tmp_path, run="ema", epochs=2))  # EMA warm-up copies the first 2 steps
+    ck = read_checkpoint(Path(run) / "last.pt")  # best.pt may be epoch 1, where EMA = raw
+    assert ck["ema"] is not None
+    differs = [k for k, t in ck["model"].items() if t.is_floating_point() and not torch.equal(t, ck["ema"][k])]
+    assert differs, "EMA and raw weights are equal: the test would not tell them apart"
+    for model in (create_model(MODEL, pretrained=Path(run) / "last.pt"), load_trained(run, "last")):
+        own = model.state_dict()
+        for k, t in ck["ema"].items():
+            assert torch.equal(own[k], t), k
+    with pytest.raises(ValueError, match=f"a checkpoint of model '{MODEL}', not 'resnet34'"):
+        create_model("resnet34", pretrained=Path(run) / "best.pt")
+
+
+def test_data_dir_auto_finds_each_profiles_synthetic_set(tiny_data, tmp_path, monkeypatch):
+    """`--data-dir auto` finds the synthetic set that `lib.pipeline --profile smoke` (or full) renders."""
+    import shutil
+    monkeypatch.setenv("HANDJOINTS_DATA", str(tmp_path / "data"))
+    for profile in ("smoke", "full", "cpu"):
+        with pytest.raises(FileNotFoundError, match=f"--only data --profile {profile}"):
+            config.TrainConfig(model=MODEL, profile=profile).resolved()
+        home = config.synthetic_dir(profile)
+        home.mkdir(parents=True)
+        for f in ("training.h5", "testing.h5", "solution.csv"):
+            shutil.copy(tiny_data / f, home / f)
+        io.write_json(home / config.STAMP, config.synthetic_stamp(profile))  # as if rendered: not rendered again
+        assert config.TrainConfig(model=MODEL, profile=profile).resolved().data_dir == str(home)
+    assert config.synthetic_dir("smoke") == tmp_path / "data" / "synthetic-smoke"
+    # the CLI, as a user types it
+    r = subprocess.run([sys.executable, "-m", "lib.train", "--model", MODEL, "--profile", "smoke", "--data-dir", "auto",
+                        "--out-dir", str(tmp_path / "runs"), "--workers", "0"],
+                       capture_output=True, text=True, cwd=train.REPO, env={**os.environ, "HANDJOINTS_DATA": str(tmp_path / "data")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_checkpoint(tmp_path / "runs" / f"{MODEL}_modern_smoke" / "last.pt")["config"]["data_dir"] == \
+        str(config.synthetic_dir("smoke"))
 
 
 def test_predict_run_writes_predictions(tiny_data, tmp_path):
@@ -143,9 +185,9 @@ def test_torchrun_two_cpu_processes_same_weights(tiny_data, tmp_path):
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(train.REPO)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
-                        str(script)], capture_output=True, text=True, env=env, cwd=train.REPO, timeout=600)
+                        str(script)], capture_output=True, text=True, env=env, cwd=train.REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (torch.load(tmp_path / f"rank{k}.pt", weights_only=True) for k in (0, 1))
     for name, t in a.items():
         assert torch.equal(t, b[name]), name
-    assert train.load_checkpoint(tmp_path / "ddp" / "last.pt")["state"]["step"] == 4
+    assert read_checkpoint(tmp_path / "ddp" / "last.pt")["state"]["step"] == 4

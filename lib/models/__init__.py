@@ -3,6 +3,7 @@
     from lib.models import create_model, list_models
     model = create_model("resnet34")                       # random init
     model = create_model("cpm", pretrained="outputs/runs/cpm/best.pt")   # local weights
+    model = load_trained("outputs/runs/cpm_paper_cpu")                    # a run's trained model
 
 Every model takes (B, 3, 128, 128) RGB 0..255 and returns a dict with "kp" (B, 21, 2) in crop
 pixels; ``model.loss(out, kp, vis)`` is its training loss (see lib/models/base.py).
@@ -10,10 +11,13 @@ pixels; ``model.loss(out, kp, vis)`` is its training loss (see lib/models/base.p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from lib import runs
 
 from .base import KeypointModel
 from .cpm import CPM
@@ -21,7 +25,7 @@ from .heatmap import HeatmapNet
 from .irv2 import IRV2
 from .regression import InceptionV3Regressor, ResNet34Regressor
 
-__all__ = ["create_model", "list_models", "load_weights", "KeypointModel"]
+__all__ = ["create_model", "list_models", "load_weights", "load_trained", "KeypointModel"]
 
 # name -> (factory, default kwargs, one-line description)
 _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] = {
@@ -29,7 +33,7 @@ _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] =
     "resnet34": (ResNet34Regressor, {}, "ResNet34 trunk, flatten 512x4x4, Linear 42 (report)"),
     "inception_v3": (InceptionV3Regressor, {}, "Inception-v3, global pooling, Linear 42 (report)"),
     "irv2": (IRV2, {}, "modified Inception-ResNet-v2 regressor (report)"),
-    "hm_resnet18": (HeatmapNet, {"backbone": "resnet18", "loss": "integral", "decode": "soft_argmax"},
+    "hm_resnet18": (HeatmapNet, {"backbone": "resnet18"},
                     "resnet18 + FPN head, 21 maps at stride 4, integral regression (soft-argmax, L1)"),
 }
 
@@ -57,9 +61,10 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **kw: A
 
 
 def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded file: a bare state dict or a training checkpoint dict."""
+    """The state dict inside a loaded file that is not a checkpoint of lib.train: a bare state
+    dict, or a dict with a 'state_dict' / 'model_state' / 'model' entry (other tools' formats)."""
     if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_state", "ema"):
+        for key in ("state_dict", "model_state", "model"):
             if key in obj and isinstance(obj[key], dict):
                 return obj[key]
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -69,7 +74,10 @@ def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a local checkpoint into `model`, refusing a corrupt file or another architecture."""
+    """Load a local checkpoint into `model`, refusing a corrupt file or another architecture.
+
+    A checkpoint of lib.train gives the weights its run validated (lib.runs.checkpoint_weights:
+    EMA when kept) and must be of the same registered model; any other file is a state dict."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -78,9 +86,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     except Exception as e:  # corrupt, truncated, or not a torch file
         raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     name = getattr(model, "name", type(model).__name__)
-    if isinstance(obj, dict) and isinstance(obj.get("model_name"), str) and obj["model_name"] != name:
-        raise ValueError(f"{path} is a checkpoint of model {obj['model_name']!r}, not {name!r}")
-    sd = _state_dict_of(obj, path)
+    if runs.is_checkpoint(obj):
+        found = obj["config"].get("model")
+        if found != name:
+            raise ValueError(f"{path} is a checkpoint of model {found!r}, not {name!r}")
+        sd = runs.checkpoint_weights(obj)
+    else:
+        sd = _state_dict_of(obj, path)
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
@@ -96,3 +108,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                          + "; ".join(p for p in parts if p))
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def load_trained(run_or_checkpoint: str | os.PathLike, which: str = "best", device: str = "cpu") -> KeypointModel:
+    """The trained model of a run directory (its best.pt or last.pt) or of a checkpoint file of
+    lib.train, built with the run's settings, with the weights its run validated, in eval mode."""
+    path = Path(run_or_checkpoint)
+    state = runs.read_checkpoint(path if path.is_file() else runs.Run(path).checkpoint_path(which))
+    cfg = state["config"]
+    model = create_model(cfg["model"], **cfg.get("model_kwargs", {}))
+    model.load_state_dict(runs.checkpoint_weights(state))
+    return model.to(device).eval()

@@ -113,13 +113,18 @@ class RegressionModel(KeypointModel):
 
 def conv_bn_act(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int = 1,
                 padding: int | tuple[int, int] | None = None, act: type[nn.Module] = nn.ReLU,
-                **act_kw) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm + activation; padding defaults to 'same' for odd kernels."""
+                norm: bool = True, eps: float = 1e-3, **act_kw) -> nn.Sequential:
+    """Conv + BatchNorm(eps) + act(**act_kw), as an nn.Sequential (unpack it with * to splice the
+    layers into another Sequential).
+
+    The conv has a bias only when `norm=False`, which leaves out the BatchNorm. `padding`
+    defaults to 'same' for odd kernels (k // 2 per axis); 0 gives 'valid'.
+    """
     ks = (k, k) if isinstance(k, int) else k
     if padding is None:
         padding = (ks[0] // 2, ks[1] // 2)
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, ks, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(cout, eps=1e-3),
-        act(**act_kw),
-    )
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, ks, stride=stride, padding=padding, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout, eps=eps))
+    layers.append(act(**act_kw))
+    return nn.Sequential(*layers)

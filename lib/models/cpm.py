@@ -17,6 +17,8 @@ paper's plain ReLU network.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,15 +26,7 @@ from torch import Tensor, nn
 from lib import codecs
 from lib.joints import NUM_JOINTS
 
-from .base import KeypointModel
-
-
-def _conv(cin: int, cout: int, k: int, norm: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=not norm)]
-    if norm:
-        layers.append(nn.BatchNorm2d(cout))
-    layers.append(nn.ReLU(inplace=True))
-    return layers
+from .base import KeypointModel, conv_bn_act
 
 
 class CPM(KeypointModel):
@@ -50,11 +44,13 @@ class CPM(KeypointModel):
         self.stride, self.sigma, self.refine = 8, sigma, refine
         self.map_size = img_size // 8
         k, c, n_maps = kernel, channels, NUM_JOINTS + 1
-        self.trunk = nn.Sequential(
-            *_conv(3, c // 2, k, norm), nn.MaxPool2d(2),        # 64x64
-            *_conv(c // 2, c // 2, k, norm), nn.MaxPool2d(2),   # 32x32
-            *_conv(c // 2, c, k, norm), nn.MaxPool2d(2),        # 16x16
-            *_conv(c, c, k, norm),
+        # 'same' conv + BatchNorm (torch's default eps) + ReLU; conv with a bias and no BN if not norm
+        conv = partial(conv_bn_act, norm=norm, eps=1e-5, inplace=True)
+        self.trunk = nn.Sequential(  # the layers are spliced in flat (state-dict keys trunk.0, ...)
+            *conv(3, c // 2, k), nn.MaxPool2d(2),        # 64x64
+            *conv(c // 2, c // 2, k), nn.MaxPool2d(2),   # 32x32
+            *conv(c // 2, c, k), nn.MaxPool2d(2),        # 16x16
+            *conv(c, c, k),
         )
         self.stages = nn.ModuleList()
         for t in range(stages):
@@ -62,8 +58,8 @@ class CPM(KeypointModel):
             n_conv = 1 if t == 0 else 3
             body: list[nn.Module] = []
             for i in range(n_conv):
-                body += _conv(cin if i == 0 else c, c, k, norm)
-            body += [*_conv(c, c, 1, norm), nn.Conv2d(c, n_maps, 1)]
+                body += conv(cin if i == 0 else c, c, k)
+            body += [*conv(c, c, 1), nn.Conv2d(c, n_maps, 1)]
             self.stages.append(nn.Sequential(*body))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

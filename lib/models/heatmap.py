@@ -3,7 +3,7 @@
 ``hm_resnet18`` = timm resnet18 (``features_only``, random init) -> 1x1 laterals from strides
 4/8/16/32 summed top-down -> two 3x3 conv-BN-ReLU at 32x32 -> 21 maps. Two ways to train it:
 
-- ``loss="integral"`` (the registered default) with ``decode="soft_argmax"``: the maps are logits,
+- ``loss="integral"`` with ``decode="soft_argmax"`` (the defaults): the maps are logits,
   the keypoint is the expectation of their softmax (integral regression, Sun et al. 2018), and
   the loss is L1 in crop pixels. A fresh model predicts the crop centre and every step moves
   the coordinates, so it learns from the first batch.
@@ -42,8 +42,8 @@ class HeatmapNet(KeypointModel):
     family = "heatmap"
 
     def __init__(self, backbone: str = "resnet18", img_size: int = 128, head_channels: int = 64,
-                 out_stride: int = 4, sigma: float = 2.0, loss: str = "mse",
-                 decode: str = "dark", integral_weight: float = 0.01, beta: float = 8.0,
+                 out_stride: int = 4, sigma: float = 2.0, loss: str = "integral",
+                 decode: str = "soft_argmax", integral_weight: float = 0.01, beta: float = 8.0,
                  occluded_weight: float = 1.0, **backbone_kw) -> None:
         super().__init__(img_size=img_size, occluded_weight=occluded_weight)
         if loss not in HEATMAP_LOSSES:
@@ -87,7 +87,8 @@ class HeatmapNet(KeypointModel):
         return codecs.decode_heatmaps(maps, self.stride, self.decode_method)
 
     def loss(self, out: dict, kp: Tensor, vis: Tensor | None = None) -> Tensor:
-        """MSE to Gaussian targets (x1000 so values are O(1)); optional integral L1 term in px."""
+        """The configured loss: "integral" (default) the soft-argmax L1 in px (x integral_weight);
+        "mse" the MSE to Gaussian targets (x1000 so values are O(1)); "mse+integral" both."""
         with torch.autocast(device_type=kp.device.type, enabled=False):
             maps = out["heatmaps"][-1].float()
             w = self.joint_weights(kp, vis)

@@ -24,22 +24,18 @@ Mixed_7a 6x6x2080 -> conv2d_7b 6x6x1536 -> flatten 55296 -> Linear 42.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
-from .base import RegressionModel
+from .base import RegressionModel, conv_bn_act
 
 LEAK = 0.01
 
-
-def conv(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1,
-         padding: int | tuple[int, int] = 0) -> nn.Sequential:
-    """A non-linear convolution: Conv (no bias) + BatchNorm + LeakyReLU(0.01)."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(cout, eps=1e-3),
-        nn.LeakyReLU(LEAK, inplace=True),
-    )
+# a non-linear convolution: Conv (no bias) + BatchNorm (eps 1e-3) + LeakyReLU(0.01); 'valid'
+# padding unless given, as in Inception-ResNet-v2
+conv = partial(conv_bn_act, padding=0, act=nn.LeakyReLU, negative_slope=LEAK, inplace=True)
 
 
 class Concat(nn.Module):

@@ -12,10 +12,10 @@ from .hand import (JOINT_LIMITS, HandShape, Pose, bone_length_limits, forward_ki
                    pose_from_degrees, sample_pose, sample_shape)
 from .scene import (DEPTH_MAX, LEFT_IDS, RENDERER_VERSION, RIGHT_IDS, decode_depth, encode_depth, project,  # noqa: F401
                     render_image, render_scene, render_single_hand, sample_scene, single_hand_scene, visibility)
-from .sheet import contact_sheet, draw_skeleton  # noqa: F401
+from .sheet import contact_sheet  # noqa: F401
 
 __all__ = ["render_dataset", "render_image", "render_single_hand", "contact_sheet", "render_scene", "sample_scene",
            "single_hand_scene", "sample_pose", "sample_shape", "forward_kinematics", "pose_from_degrees",
            "JOINT_LIMITS", "bone_length_limits", "visibility", "project", "encode_depth", "decode_depth",
-           "draw_skeleton", "load_annotations", "image_seed", "SPLITS", "HandShape", "Pose",
+           "load_annotations", "image_seed", "SPLITS", "HandShape", "Pose",
            "LEFT_IDS", "RIGHT_IDS", "DEPTH_MAX", "RENDERER_VERSION"]

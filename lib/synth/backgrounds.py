@@ -67,7 +67,7 @@ def photos() -> list[np.ndarray]:
     return _PHOTOS
 
 
-def _color(rng: np.random.Generator, sat: float = 0.6) -> np.ndarray:
+def random_color(rng: np.random.Generator, sat: float = 0.6) -> np.ndarray:
     """A random RGB colour 0..1 of moderate saturation."""
     hsv = np.array([[[rng.uniform(0, 360), rng.uniform(0, sat), rng.uniform(0.15, 0.95)]]], np.float32)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
@@ -78,7 +78,7 @@ def procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     out_h, out_w = h, w
     h, w = (h + 1) // 2, (w + 1) // 2  # drawn at half resolution, then upsampled
     kind = rng.integers(5)
-    c0, c1 = _color(rng), _color(rng)
+    c0, c1 = random_color(rng), random_color(rng)
     if kind == 0:  # smooth coloured noise
         k = int(rng.integers(2, 14))
         small = rng.random((k, k, 3)).astype(np.float32)
@@ -103,7 +103,7 @@ def procedural(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         for _ in range(int(rng.integers(3, 15))):
             cv2.ellipse(img, (int(rng.integers(w)), int(rng.integers(h))),
                         (int(rng.integers(5, w // 3)), int(rng.integers(5, h // 3))),
-                        float(rng.uniform(0, 180)), 0, 360, _color(rng).tolist(), -1)
+                        float(rng.uniform(0, 180)), 0, 360, random_color(rng).tolist(), -1)
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 6)))
     else:  # gradient
         y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -140,7 +140,7 @@ def photo_crop(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     A[:, 2] = np.array([cx, cy]) - A[:, :2] @ np.array([w / 2, h / 2])
     out = cv2.warpAffine(src, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REFLECT101)
-    tint = 0.9 * (0.5 + _color(rng, 0.5)) if _GREY[k] else np.ones(3)
+    tint = 0.9 * (0.5 + random_color(rng, 0.5)) if _GREY[k] else np.ones(3)
     return jitter_colors(rng, out, tint)
 
 

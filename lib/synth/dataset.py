@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from lib.io import atomic_open, atomic_path, write_json
+from lib.joints import NUM_JOINTS
 
 from .scene import (IMAGE_SIZE, RENDERER_VERSION, as_rng, decode_depth, encode_depth, project, render_scene, sample_scene,
                     visibility)
@@ -65,7 +66,8 @@ def _f32(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def annotation_entry(uv_vis: np.ndarray, xyz: np.ndarray, K: np.ndarray) -> dict[str, np.ndarray]:
     """One RHD annotation record (fresh float32 arrays, fixed key order)."""
-    return {"uv_vis": _f32(uv_vis, (42, 3)), "xyz": _f32(xyz, (42, 3)), "K": _f32(K, (3, 3))}
+    rows = 2 * NUM_JOINTS  # left hand, then right hand
+    return {"uv_vis": _f32(uv_vis, (rows, 3)), "xyz": _f32(xyz, (rows, 3)), "K": _f32(K, (3, 3))}
 
 
 # ---------------------------------------------------------------- one image

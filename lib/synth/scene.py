@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from lib.joints import NUM_JOINTS
+
 from . import backgrounds
 from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, rot_x, rot_y,
                    rot_z, sample_pose, sample_shape)
@@ -318,7 +320,7 @@ def _new_texture(scene: Scene) -> int:
 def _look(rng: np.random.Generator, scene: Scene, p_texture: float = 0.5) -> dict:
     if rng.random() < p_texture and scene.n_textures < 3:
         return dict(textured=True, texture_slot=_new_texture(scene), shade=str(rng.choice(["cloth", "matte"])))
-    return dict(color=backgrounds._color(rng, 0.8), shade=str(rng.choice(["cloth", "matte", "glossy"])))
+    return dict(color=backgrounds.random_color(rng, 0.8), shade=str(rng.choice(["cloth", "matte", "glossy"])))
 
 
 def _backproject(uv: np.ndarray, z: float, K: np.ndarray) -> np.ndarray:
@@ -341,7 +343,7 @@ def _add_body(rng: np.random.Generator, scene: Scene, present: list[SceneHand]) 
                               color=skin, shade="skin"))
     scene.extras.append(Extra(Prim("ell", head, Rb @ np.diag([0.08, 0.105, 0.095]) * s, part=-1),
                               color=skin, shade="skin"))
-    hair = backgrounds._color(rng, 0.5) * 0.35
+    hair = backgrounds.random_color(rng, 0.5) * 0.35
     scene.extras.append(Extra(Prim("ell", head + Rb @ np.array([0.0, -0.025, 0.02]) * s,
                                    Rb @ np.diag([0.088, 0.1, 0.095]) * s, part=-1), color=hair, shade="glossy"))
     # legs / skirt below the torso
@@ -420,7 +422,7 @@ def _draw_hand(cv: Canvas, hand: SceneHand, textures: dict, rng: np.random.Gener
         elif p.material == "sleeve":
             surf = Surface(label, "cloth", sleeve[0], texture=sleeve[1])
         else:  # held object
-            surf = Surface(label, str(rng.choice(["glossy", "matte"])), backgrounds._color(rng, 0.8))
+            surf = Surface(label, str(rng.choice(["glossy", "matte"])), backgrounds.random_color(rng, 0.8))
         if p.material in ("skin", "arm"):
             skin_prims.append(q)
         _draw(cv, q, surf)
@@ -473,7 +475,7 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray
         if rng.random() < 0.4:
             textures["sleeve_" + side] = (None, backgrounds.texture(rng, size, size))
         else:
-            textures["sleeve_" + side] = (backgrounds._color(rng, 0.7), None)
+            textures["sleeve_" + side] = (backgrounds.random_color(rng, 0.7), None)
     cv = Canvas(scene.K, size, size)
     with np.errstate(invalid="ignore", divide="ignore"):  # rays that miss give NaN
         _draw_all(cv, scene, textures, tex, rng)
@@ -556,7 +558,7 @@ def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray, depth: np.ndarr
     vis = np.zeros(len(xyz), np.float64)
     for k in np.nonzero(inside)[0]:
         lab = int(mask[int(i[k]), int(j[k])])
-        own = LEFT_IDS if k < 21 else RIGHT_IDS
+        own = LEFT_IDS if k < NUM_JOINTS else RIGHT_IDS
         if lab in own and depth[int(i[k]), int(j[k])] >= xyz[k, 2] - (1.2 * radii[k] + tol):
             vis[k] = 1.0
     return vis

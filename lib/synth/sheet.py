@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from lib.io import atomic_open
-from lib.joints import EDGES, FINGER_OF, JOINT_COLORS, FINGER_COLORS
+from lib.joints import NUM_JOINTS
+from lib.viz import draw_skeleton
 
 from .scene import render_image
 
@@ -16,23 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "rhd_samples"
 
 
-def draw_skeleton(img: np.ndarray, kp: np.ndarray, thickness: int = 1, radius: int = 2) -> np.ndarray:
-    """Draw one hand's 21 keypoints [u, v, visible] (RHD order) on an RGB image (in place).
-
-    Bones in finger colours; visible joints filled, hidden joints hollow.
-    """
+def _overlay(img: np.ndarray, kp: np.ndarray) -> np.ndarray:
+    """An RGB image with one hand's 21 rows [u, v, visible] (RHD order) drawn on a copy by
+    lib.viz.draw_skeleton (visible joints filled, hidden ones hollow); a hand with no keypoint
+    within an image size of the image (e.g. the off-screen one) is left out: `img` itself."""
     kp = np.asarray(kp, np.float64)
     h, w = img.shape[:2]
     if not ((kp[:, 0] > -w) & (kp[:, 0] < 2 * w) & (kp[:, 1] > -h) & (kp[:, 1] < 2 * h)).any():
         return img
-    P = lambda p: (int(round(p[0] * 4)), int(round(p[1] * 4)))  # noqa: E731  (shift=2: 1/4 px)
-    for a, b in EDGES:
-        col = FINGER_COLORS[FINGER_OF[b]]
-        cv2.line(img, P(kp[a]), P(kp[b]), col, thickness, cv2.LINE_AA, shift=2)
-    for j in range(len(kp)):
-        col = JOINT_COLORS[j]
-        cv2.circle(img, P(kp[j]), radius * 4, col, -1 if kp[j, 2] > 0 else 1, cv2.LINE_AA, shift=2)
-    return img
+    return draw_skeleton(img, kp[:, :2], kp[:, 2] > 0)
 
 
 def _label(img: np.ndarray, text: str) -> None:
@@ -57,9 +50,9 @@ def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray, np.n
         if bgr is None:
             continue
         img = np.ascontiguousarray(bgr[:, :, ::-1])
-        kp = np.array(ann["keypoints"], np.float64).reshape(21, 3)
+        kp = np.array(ann["keypoints"], np.float64).reshape(NUM_JOINTS, 3)
         crop = competition_crop(img, kp[:, :2])[0]
-        draw_skeleton(img, kp)
+        img = _overlay(img, kp)
         _label(img, f"real RHD {name}")
         out.append((name, img, crop))
     return out
@@ -67,7 +60,9 @@ def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray, np.n
 
 def _crop_row(samples: list[np.ndarray], real_crops: list[np.ndarray], width: int) -> np.ndarray:
     """One row of 128 px competition crops (the network's view, no overlay): synthetic, then real."""
-    side = 128
+    from lib.data import CROP_SIZE
+
+    side = CROP_SIZE
     k = width // side
     picks = real_crops[:k // 3]
     crops = samples[:k - len(picks)] + picks
@@ -84,16 +79,16 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     """Write a PNG (or a JPEG, by the suffix): n synthetic renders (4 columns) with overlays, then a column of real RHD frames
     (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo), and
     below a row of 128 px competition crops, the network's view (real RHD crops at its end when present)."""
-    from lib.data import usable_hand_crops
+    from lib.data import CROP_SIZE, usable_hand_crops
 
     out_png = Path(out_png)
     tiles, crops = [], []
     for i in range(n):
         s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
         crops += [c for c, _ in usable_hand_crops(s["color"], s["uv_vis"])]
-        img = s["color"].copy()
+        img = s["color"]
         for hand in range(2):
-            draw_skeleton(img, s["uv_vis"][21 * hand:21 * hand + 21])
+            img = _overlay(img, s["uv_vis"][NUM_JOINTS * hand:NUM_JOINTS * (hand + 1)])
         nvis = int(s["uv_vis"][:, 2].sum())
         _label(img, f"synth {seed}/{i}  vis {nvis}")
         tiles.append(img)
@@ -105,7 +100,7 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
     height = max(rows, len(real)) * size
     width = (cols + (1 if real else 0)) * size
-    sheet = np.full((height + 128, width, 3), 40, np.uint8)
+    sheet = np.full((height + CROP_SIZE, width, 3), 40, np.uint8)
     sheet[height:] = _crop_row(crops, [c for _, _, c in real], width)
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)

@@ -1,0 +1,227 @@
+"""One answer to "how big, on which data, on which device": profiles, recipes, the run config.
+
+    from lib import config
+    data_dir = config.ensure_data("auto", "smoke")   # real files in data/, else the synthetic default
+    cfg = config.TrainConfig(model="cpm", profile="smoke").resolved()
+
+- PROFILES: full (a GPU, the report's epochs), cpu (a 2-core machine, minutes), smoke (tests,
+  seconds). Each holds its training limits and the size of its synthetic default dataset.
+- RECIPES: paper (the 2018 report) and modern (what measurement showed best).
+- TrainConfig: everything that defines a run; `resolved()` fills it from recipe, profile and device.
+- resolve_device / resolve_amp / resolve_profile: the "auto" rules, written once.
+- ensure_data: the competition files to use (given, real in data/, else the profile's synthetic
+  set, rendered on first use).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lib import data, io, paths
+
+# --------------------------------------------------------------------------- profiles and recipes
+
+PROFILES: dict[str, dict] = {
+    # synthetic: (training images, evaluation images) of the profile's synthetic default dataset
+    "full": dict(synthetic=(40000, 2700), limit_train=None, limit_val=None, budget_minutes=None),  # GPU: report's epochs
+    "cpu": dict(synthetic=(4000, 300), limit_train=None, limit_val=256, budget_minutes=2.5),    # 2 cores: minutes
+    "smoke": dict(synthetic=(40, 12), limit_train=16, limit_val=8, batch_size=8, budget_minutes=None,
+                  epochs=1),                                                                     # tests: seconds
+}
+RECIPES: dict[str, dict] = {
+    # the 2018 report: L2 loss, Adam 1e-4 fixed, batch 8, its augmentation and sliding-window sampler
+    "paper": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant", warmup_steps=0,
+                  batch_size=8, augment="paper", sampler="window", ema=0.0, grad_clip=0.0),
+    # what measurement showed best (see BENCHMARKS.md): AdamW, one-cycle cosine, EMA, modern augmentation
+    "modern": dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_steps=100,
+                   batch_size=32, augment="modern", sampler="shuffle", ema=0.998, grad_clip=5.0),
+}
+REPORT_EPOCHS = {"irv2": 108, "resnet34": 55, "cpm": 40, "inception_v3": 40}
+MODERN_EPOCHS = 60
+AMP = ("bf16", "fp16", "off")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """auto: cuda when there is one, else cpu; a CUDA device without CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return device
+
+
+def resolve_amp(amp: str, device: str) -> str:
+    """auto: bf16 on CUDA, off on CPU."""
+    if amp == "auto":
+        return "bf16" if device.startswith("cuda") else "off"
+    if amp not in AMP:
+        raise ValueError(f"amp: expected one of {list(AMP) + ['auto']}, found {amp!r}")
+    return amp
+
+
+def autocast(device: str, amp: str):
+    """The mixed-precision context of a resolved device and amp setting (bf16 | fp16 | off)."""
+    return torch.autocast(device.split(":")[0], dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
+                          enabled=amp != "off")
+
+
+def resolve_profile(profile: str, device: str = "auto") -> str:
+    """auto: full on CUDA, else cpu."""
+    if profile == "auto":
+        return "full" if resolve_device(device).startswith("cuda") else "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {sorted(PROFILES) + ['auto']}, found {profile!r}")
+    return profile
+
+
+def default_workers() -> int:
+    """DataLoader workers: CPU cores - 1 (at most 8), none on a 2-core machine."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+# --------------------------------------------------------------------------- the run config
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; None means: take it from the recipe or the profile."""
+
+    model: str = "resnet34"
+    recipe: str = "modern"            # paper | modern
+    profile: str = "auto"             # full | cpu | smoke | auto (full on CUDA, else cpu)
+    data_dir: str = "auto"            # a dir with training.h5/testing.h5; auto: see ensure_data
+    run: str | None = None            # run name; default <model>_<recipe>_<profile>
+    out_dir: str | None = None        # default: outputs/runs (HANDJOINTS_OUTPUTS moves it)
+    resume: bool = True               # continue an unfinished run of the same name
+    epochs: int | None = None
+    batch_size: int | None = None     # global batch (split across torchrun processes)
+    lr: float | None = None           # default: the recipe's, scaled linearly with the batch size
+    weight_decay: float | None = None
+    optimizer: str | None = None      # adam | adamw
+    schedule: str | None = None       # constant | cosine
+    warmup_steps: int | None = None
+    ema: float | None = None          # EMA decay of the weights, 0 = off
+    grad_clip: float | None = None    # max gradient norm, 0 = off
+    augment: str | None = None        # none | paper | modern
+    sampler: str | None = None        # shuffle | window (the report's sliding window)
+    budget_minutes: float | None = None  # wall-clock budget of the training steps (equal-time comparisons)
+    limit_train: int | None = None
+    limit_val: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    amp: str = "auto"                 # auto (bf16 on CUDA) | bf16 | fp16 | off
+    channels_last: bool = True
+    compile: bool = False
+    workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
+    model_kwargs: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None and auto filled from the recipe, the profile and the device."""
+        from lib.models import list_models
+
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, found {self.recipe!r}")
+        if self.model not in list_models():
+            raise ValueError(f"model: expected one of {list_models()}, found {self.model!r}")
+        c = dataclasses.replace(self, model_kwargs=dict(self.model_kwargs))
+        c.device = resolve_device(c.device)
+        c.profile = resolve_profile(c.profile, c.device)
+        recipe = RECIPES[c.recipe]
+        profile = {k: v for k, v in PROFILES[c.profile].items() if k != "synthetic"}
+        for k, v in {**recipe, **profile}.items():
+            if getattr(c, k) is None:
+                setattr(c, k, v)
+        if c.epochs is None:
+            c.epochs = REPORT_EPOCHS.get(c.model, MODERN_EPOCHS) if c.profile == "full" else 1000
+        if self.lr is None and c.batch_size != recipe["batch_size"] and c.recipe != "paper":
+            c.lr = recipe["lr"] * c.batch_size / recipe["batch_size"]
+        c.amp = resolve_amp(c.amp, c.device)
+        if c.workers is None:
+            c.workers = default_workers()
+        c.data_dir = str(ensure_data(c.data_dir, c.profile, render=False))
+        c.run = c.run or f"{c.model}_{c.recipe}_{c.profile}"
+        return c
+
+
+# --------------------------------------------------------------------------- data
+
+STAMP = "synthetic.json"  # what a synthetic folder was built with
+
+
+def synthetic_dir(profile: str) -> Path:
+    """Where the profile's synthetic default lives: data/synthetic (cpu), data/synthetic-<profile>."""
+    profile = resolve_profile(profile)
+    return paths.data_root() / ("synthetic" if profile == "cpu" else f"synthetic-{profile}")
+
+
+def synthetic_stamp(profile: str) -> dict:
+    """What the profile's synthetic set is made of (its STAMP file): sizes, seeds, renderer version."""
+    from lib.synth import RENDERER_VERSION
+
+    n_train, n_eval = PROFILES[resolve_profile(profile)]["synthetic"]
+    return {"training_images": n_train, "evaluation_images": n_eval, "seeds": [0, 1], "renderer": RENDERER_VERSION}
+
+
+def _complete(d: Path) -> bool:
+    return (d / "training.h5").exists() and (d / "testing.h5").exists()
+
+
+def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", workers: int | None = None,
+                render: bool = True) -> Path:
+    """The competition files to use: data_dir if given; else the real files in data/; else the
+    profile's synthetic default (rendered and built on first use, with a notice; with
+    render=False a missing one is a FileNotFoundError saying how to make it)."""
+    if str(data_dir) != "auto":
+        return data.find_data(data_dir).root
+    real = paths.data_root()
+    if _complete(real):
+        if render:
+            print(f"data: the real competition files in {real}")
+        return real
+    profile = resolve_profile(profile)
+    out = synthetic_dir(profile)
+    if not render:
+        if _complete(out):
+            return out
+        raise FileNotFoundError(
+            f"no competition files in {real} or in {out} (the {profile} profile's synthetic default); "
+            f"render it with `python -m lib.pipeline --only data --profile {profile}`, or {data.HOW_TO_GET}")
+    from lib import synth
+
+    stamp = synthetic_stamp(profile)
+    n_train, n_eval = stamp["training_images"], stamp["evaluation_images"]
+    have = json.loads((out / STAMP).read_text()) if (out / STAMP).exists() else None
+    if have == stamp and all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
+        print(f"data: synthetic default in {out} (no real competition files in {real})")
+        return out
+    if have is not None and have != stamp:
+        print(f"data: {out} holds another synthetic set ({have}); rendering it again as {stamp}", flush=True)
+        shutil.rmtree(out / "rhd", ignore_errors=True)
+
+    workers = workers or os.cpu_count() or 1
+    print(f"data: no real competition files in {real}; rendering the synthetic default "
+          f"({n_train} training + {n_eval} evaluation images, profile {profile}) into {out}", flush=True)
+    t = time.perf_counter()
+    (out / STAMP).unlink(missing_ok=True)
+    for split, n, seed in (("training", n_train, 0), ("evaluation", n_eval, 1)):
+        pkl = out / "rhd" / split / f"anno_{split}.pickle"
+        if pkl.exists() and len(data.read_rhd_annotations(out / "rhd", split)) == n:
+            continue  # this split finished before the run was stopped
+        try:  # resumes a killed render of the same size
+            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, verbose=True)
+        except FileExistsError:  # a finished render of another size
+            synth.render_dataset(out / "rhd", split, n, seed=seed, workers=workers, overwrite=True, verbose=True)
+    summary = data.build_competition(out / "rhd", out, overwrite=True)
+    io.write_json(out / STAMP, stamp)
+    print(f"data: {summary['train_hands']} training hands, {summary['test_hands']} test crops "
+          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    return out

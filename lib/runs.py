@@ -1,0 +1,172 @@
+"""A run: one directory of outputs/runs/ and every file in it, named once.
+
+    from lib.runs import Run, list_runs
+    run = Run.find("resnet34_paper_cpu")        # a name under outputs/runs, or a directory
+    run.config()["model"], run.history().tail(), run.metrics()["kaggle_mse"]
+    val_index, val_pred, test_pred = run.predictions()
+
+Layout (train writes the first five, predict the rest, viz the pictures):
+
+    config.json      the resolved TrainConfig (+ world_size, torch, train_size, val_size)
+    log.csv          one row per epoch: losses and every metric of lib.metrics
+    last.pt          the full checkpoint (model, EMA, optimizer, scaler, RNG, loop state)
+    best.pt          the same without optimizer and scaler, at the best validation kaggle_mse
+    val_index.npy    the validation samples (crop-cache indices)
+    val_pred.npy     validation predictions (N, 21, 2), test_pred.npy: test predictions
+    val_metrics.json the validation scores of val_pred (+ test score when the solution is known)
+    per_joint.csv    per-joint validation errors
+    submission.csv   test_pred as a Kaggle submission
+    curves.png, worst.png
+
+Every write is atomic (lib.io). A checkpoint is a dict with "model", "ema" (None without EMA),
+"config" and, in last.pt, "optimizer", "scaler", "torch_rng", "state"; `checkpoint_weights` is the
+one rule for which weights a trained model uses: the EMA weights when the run kept them (those
+are the ones validation scored), else the raw ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib import io, paths
+
+CHECKPOINTS = ("last", "best")
+
+
+def read_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> dict:
+    """A checkpoint of lib.train, loaded safely (weights_only); a corrupt file or another model's is refused."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means a bad file
+        raise ValueError(f"{path}: not a readable checkpoint (corrupt or not ours): {e}") from e
+    if not is_checkpoint(state):
+        raise ValueError(f"{path}: not a checkpoint of lib.train (expected keys 'model' and 'config')")
+    found = state["config"].get("model")
+    if model_name is not None and found != model_name:
+        raise ValueError(f"{path}: a checkpoint of model {found!r}, expected {model_name!r}")
+    return state
+
+
+def is_checkpoint(obj: object) -> bool:
+    """Whether a loaded object is a training checkpoint (not a bare state dict)."""
+    return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict)
+
+
+def checkpoint_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The weights a trained model uses: EMA when the run kept it (validation scored those), else raw."""
+    return state["ema"] if state.get("ema") is not None else state["model"]
+
+
+class Run:
+    """One run directory: its files, config, history, checkpoints, predictions and metrics."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.name = self.dir.name
+
+    @classmethod
+    def find(cls, name_or_dir: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> "Run":
+        """A run by directory, or by name under runs_dir (default outputs/runs)."""
+        p = Path(name_or_dir)
+        return cls(p if p.is_dir() else Path(runs_dir or paths.runs()) / str(name_or_dir))
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.dir)
+
+    # ---------------------------------------------------------------- files
+    def file(self, name: str) -> Path:
+        return self.dir / name
+
+    config_path = property(lambda self: self.dir / "config.json")
+    log_path = property(lambda self: self.dir / "log.csv")
+    val_index_path = property(lambda self: self.dir / "val_index.npy")
+    val_pred_path = property(lambda self: self.dir / "val_pred.npy")
+    test_pred_path = property(lambda self: self.dir / "test_pred.npy")
+    metrics_path = property(lambda self: self.dir / "val_metrics.json")
+    per_joint_path = property(lambda self: self.dir / "per_joint.csv")
+    submission_path = property(lambda self: self.dir / "submission.csv")
+    curves_path = property(lambda self: self.dir / "curves.png")
+    worst_path = property(lambda self: self.dir / "worst.png")
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        if which not in CHECKPOINTS:
+            raise ValueError(f"checkpoint: expected one of {CHECKPOINTS}, found {which!r}")
+        return self.dir / f"{which}.pt"
+
+    # ---------------------------------------------------------------- config and history
+    def config(self) -> dict:
+        if not self.config_path.exists():
+            raise FileNotFoundError(f"{self.config_path}: no such file; is {self.dir} a run directory?")
+        return json.loads(self.config_path.read_text())
+
+    def write_config(self, config: dict) -> None:
+        io.write_json(self.config_path, config)
+
+    def history(self) -> pd.DataFrame:
+        """The per-epoch log (empty before the first epoch ends)."""
+        return pd.read_csv(self.log_path) if self.log_path.exists() else pd.DataFrame()
+
+    def write_history(self, rows: list[dict]) -> None:
+        with io.atomic_open(self.log_path, "w", newline="") as f:
+            pd.DataFrame(rows).to_csv(f, index=False)
+
+    def clear(self) -> None:
+        """Forget a previous run of this name (a fresh start): checkpoints and log."""
+        for p in (*(self.checkpoint_path(w) for w in CHECKPOINTS), self.log_path):
+            p.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, which: str, state: dict) -> None:
+        with io.atomic_path(self.checkpoint_path(which)) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self, which: str = "best", model_name: str | None = None) -> dict:
+        return read_checkpoint(self.checkpoint_path(which), model_name)
+
+    def has_checkpoint(self, which: str = "last") -> bool:
+        return self.checkpoint_path(which).exists()
+
+    # ---------------------------------------------------------------- predictions and metrics
+    def val_index(self) -> np.ndarray:
+        return np.load(self.val_index_path)
+
+    def save_val_index(self, index: np.ndarray) -> None:
+        io.save_npy(self.val_index_path, index)
+
+    def has_predictions(self) -> bool:
+        return all(p.exists() for p in (self.val_index_path, self.val_pred_path, self.test_pred_path,
+                                        self.config_path))
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(validation index, validation predictions, test predictions)."""
+        return self.val_index(), np.load(self.val_pred_path), np.load(self.test_pred_path)
+
+    def save_predictions(self, val_pred: np.ndarray, test_pred: np.ndarray) -> None:
+        io.save_npy(self.val_pred_path, val_pred)
+        io.save_npy(self.test_pred_path, test_pred)
+
+    def metrics(self) -> dict:
+        return json.loads(self.metrics_path.read_text())
+
+    def write_metrics(self, result: dict, per_joint: pd.DataFrame | None = None) -> None:
+        io.write_json(self.metrics_path, result)
+        if per_joint is not None:
+            with io.atomic_open(self.per_joint_path, "w") as f:
+                per_joint.to_csv(f)
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:
+    """Every run directory (one with a config.json) under runs_dir (default outputs/runs), by name."""
+    root = Path(runs_dir or paths.runs())
+    return [Run(d) for d in sorted(root.glob("*/")) if (d / "config.json").exists()]

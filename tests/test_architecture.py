@@ -1,0 +1,79 @@
+"""The rooms of lib/ (README "Architecture"): a one-way import graph, no private names across
+modules, and a run's file names spelled only in lib/runs.py."""
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# lower layers first; a module may import only from modules before it (README, Architecture)
+LAYERS = ["paths", "io", "joints", "data", "runs", "metrics", "viz", "synth", "augment", "samplers", "codecs",
+          "models", "config", "train", "submit", "predict", "ensemble", "eda", "pipeline"]
+RUN_FILES = {"config.json", "log.csv", "last.pt", "best.pt", "val_index.npy", "val_pred.npy", "test_pred.npy",
+             "val_metrics.json", "per_joint.csv", "submission.csv", "curves.png", "worst.png"}
+
+
+def _module(path: Path) -> str:
+    """lib/x.py -> x; lib/models/anything.py -> models (a package is one room)."""
+    return path.relative_to(REPO / "lib").parts[0].removesuffix(".py")
+
+
+def _lib_imports(tree: ast.AST) -> list[tuple[str, list[str]]]:
+    """(imported lib module, imported names) for every absolute import of lib, lazy ones included."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("lib"):
+            parts = node.module.split(".")
+            if len(parts) == 1:  # from lib import a, b
+                out += [(a.name, []) for a in node.names]
+            else:
+                out.append((parts[1], [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name.split(".")[1], []) for a in node.names if a.name.startswith("lib.")]
+    return out
+
+
+def _sources():
+    for path in sorted((REPO / "lib").rglob("*.py")):
+        if path.name != "__init__.py" or path.parent != REPO / "lib":
+            yield path, ast.parse(path.read_text())
+
+
+def test_every_module_has_a_layer():
+    found = {_module(p) for p, _ in _sources()}
+    assert found == set(LAYERS), f"place new modules in LAYERS (and the README table): {found ^ set(LAYERS)}"
+
+
+def test_imports_point_down_and_take_no_private_names():
+    wrong = []
+    for path, tree in _sources():
+        me = _module(path)
+        for target, names in _lib_imports(tree):
+            if target != me and LAYERS.index(target) > LAYERS.index(me):
+                wrong.append(f"{path.relative_to(REPO)} imports lib.{target} (a higher layer)")
+            private = [n for n in names if n.startswith("_")]
+            if target != me and private:
+                wrong.append(f"{path.relative_to(REPO)} imports private {private} from lib.{target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_run_files_are_named_only_in_runs():
+    """Every other module reaches a run's files through lib.runs.Run (docstrings may mention them)."""
+    wrong = []
+    for path in sorted([*(REPO / "lib").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")]):
+        if path == REPO / "lib" / "runs.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                hits = [f for f in RUN_FILES if f in node.value]
+                if hits:
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} spells {hits}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_test_has_a_time_limit(request):
+    """pytest-timeout is active (pytest.ini `timeout`), so a deadlock fails one test instead of hanging CI."""
+    assert request.config.pluginmanager.hasplugin("timeout")
+    assert 0 < float(request.config.getini("timeout")) <= 600
