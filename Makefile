@@ -5,11 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 
-.PHONY: venv install run test data lab download bench clean-data help
+.PHONY: venv install run test test-slow test-all data lab download bench clean-data help
 
 help:
 	@echo "make run       the main job: data (synthetic when no real data), every notebook, a submission"
-	@echo "make test      the test suite (CPU, a few minutes)"
+	@echo "make test      the test suite without the heavy checks (CPU, about a minute)"
+	@echo "make test-slow the heavy checks: every notebook end to end, overfitting, torchrun (CPU, minutes)"
+	@echo "make test-all  both"
 	@echo "make data      render the synthetic default dataset and build competition files from it"
 	@echo "make lab       JupyterLab on this repo with its environment"
 	@echo "make download  the real competition files with the kaggle CLI (needs credentials)"
@@ -26,6 +28,12 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+test-all: $(STAMP)
 	$(PY) -m pytest
 
 run: $(STAMP)

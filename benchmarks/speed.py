@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from lib import paths
-from lib.config import resolve_amp, resolve_device
+from lib.config import autocast, resolve_amp, resolve_device
 from lib.data import CROP_SIZE
 from lib.joints import NUM_JOINTS
 
@@ -102,7 +102,6 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
 
     device = resolve_device(device)
     amp = resolve_amp(amp, device)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     torch.manual_seed(0)
     model = create_model(name)
     params = sum(p.numel() for p in model.parameters())
@@ -122,7 +121,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
             torch.cuda.synchronize()
 
     def train_step():
-        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=amp != "off"):
+        with autocast(device, amp):
             out = net(x)
         loss = model.loss(out, kp, vis)  # every model's loss computes in float32
         opt.zero_grad(set_to_none=True)
@@ -146,7 +145,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     model.eval()
     infer_batch = infer_batch if device.startswith("cuda") else batch
     xi = (torch.rand(infer_batch, 3, CROP_SIZE, CROP_SIZE, device=device) * 255).contiguous(memory_format=fmt)
-    with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=amp != "off"):
+    with torch.no_grad(), autocast(device, amp):
         for _ in range(warm):
             net(xi)
         sync()
@@ -211,7 +210,7 @@ def _ddp_worker(rank: int, world: int, name: str, batch: int, steps: int, port: 
     amp = resolve_amp("auto", device)
 
     def step():
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp == "bf16"):
+        with autocast(device, amp):
             out = net(x)
         loss = model.loss(out, kp)
         opt.zero_grad(set_to_none=True)

@@ -195,10 +195,7 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
         raise FileNotFoundError(
             f"no competition files in {real} or in {out} (the {profile} profile's synthetic default); "
             f"render it with `python -m lib.pipeline --only data --profile {profile}`, or {data.HOW_TO_GET}")
-    from lib import synth
-
     stamp = synthetic_stamp(profile)
-    n_train, n_eval = stamp["training_images"], stamp["evaluation_images"]
     have = json.loads((out / STAMP).read_text()) if (out / STAMP).exists() else None
     if have == stamp and all((out / f).exists() for f in ("training.h5", "testing.h5", "solution.csv")):
         print(f"data: synthetic default in {out} (no real competition files in {real})")
@@ -206,13 +203,20 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     if have is not None and have != stamp:
         print(f"data: {out} holds another synthetic set ({have}); rendering it again as {stamp}", flush=True)
         shutil.rmtree(out / "rhd", ignore_errors=True)
-
-    workers = workers or os.cpu_count() or 1
     print(f"data: no real competition files in {real}; rendering the synthetic default "
-          f"({n_train} training + {n_eval} evaluation images, profile {profile}) into {out}", flush=True)
+          f"({stamp['training_images']} training + {stamp['evaluation_images']} evaluation images, "
+          f"profile {profile}) into {out}", flush=True)
+    _render_synthetic(out, stamp, workers or os.cpu_count() or 1)
+    return out
+
+
+def _render_synthetic(out: Path, stamp: dict, workers: int) -> None:
+    """Render (or finish rendering) the synthetic RHD folder, build the competition files, stamp them."""
+    from lib import synth
+
     t = time.perf_counter()
     (out / STAMP).unlink(missing_ok=True)
-    for split, n, seed in (("training", n_train, 0), ("evaluation", n_eval, 1)):
+    for split, n, seed in (("training", stamp["training_images"], 0), ("evaluation", stamp["evaluation_images"], 1)):
         pkl = out / "rhd" / split / f"anno_{split}.pickle"
         if pkl.exists() and len(data.read_rhd_annotations(out / "rhd", split)) == n:
             continue  # this split finished before the run was stopped
@@ -224,4 +228,3 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     io.write_json(out / STAMP, stamp)
     print(f"data: {summary['train_hands']} training hands, {summary['test_hands']} test crops "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
-    return out

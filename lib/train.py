@@ -261,10 +261,49 @@ class Trainer:
               f"kaggle_mse {row['kaggle_mse']:.3f} epe {row['epe']:.3f} pck@2px {row['pck@2px']:.3f} "
               f"{row['img_s']:.1f} img/s{' *best' if best else ''}", flush=True)
 
-    def fit(self) -> tuple[Path, torch.nn.Module]:
-        """Train to the end of the schedule (or the budget); returns (run directory, model)."""
+    def _wrap(self) -> torch.nn.Module:
+        """The model as the steps call it: DistributedDataParallel under torchrun, compiled on request."""
+        net = self.model
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)
+        return torch.compile(net) if self.cfg.compile else net
+
+    def _epoch(self, net: torch.nn.Module, epoch: int) -> tuple[bool, int, float]:
+        """The training steps of one epoch (until the schedule ends); returns (stopped early, images, loss sum).
+
+        Under a wall-clock budget the first epoch times CALIBRATION_STEPS steps, then fixes the
+        schedule length (state["total_steps"]) so the run fits the budget."""
         from tqdm import tqdm
 
+        cfg, state = self.cfg, self.state
+        self.batches.set_epoch(epoch, state["skip"])
+        net.train()
+        t_epoch, seen, loss_sum, t_cal, s_cal = time.perf_counter(), 0, 0.0, None, 0
+        bar = tqdm(self.train_loader, desc=f"{cfg.run} epoch {epoch + 1}", disable=not self.is_main,
+                   leave=False, mininterval=2.0, total=len(self.batches))
+        stop = False
+        for batch in bar:
+            loss, n = self._step(net, batch, self.total)
+            seen += n
+            loss_sum += loss * n
+            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(time.perf_counter() - t_epoch, 1e-9):.1f}",
+                            refresh=False)
+            if self.calibrating:
+                if t_cal is None:
+                    t_cal, s_cal = time.perf_counter(), state["step"]
+                elif state["step"] - s_cal >= CALIBRATION_STEPS:
+                    per_step = (time.perf_counter() - t_cal) / (state["step"] - s_cal)
+                    self.total = state["total_steps"] = self._budget_steps(per_step, len(self.batches.batches))
+                    self.calibrating = False
+            if state["step"] >= self.total:
+                stop = True
+                break
+        bar.close()
+        return stop, seen, loss_sum
+
+    def fit(self) -> tuple[Path, torch.nn.Module]:
+        """Train to the end of the schedule (or the budget); returns (run directory, model)."""
         cfg, state = self.cfg, self.state
         if self._resume():
             return self.run.dir, self.model
@@ -272,41 +311,14 @@ class Trainer:
             self.run.write_config({**dataclasses.asdict(cfg), "world_size": self.world, "torch": torch.__version__,
                                    "train_size": len(self.train_ds), "val_size": len(self.val_ds)})
             self.run.save_val_index(self.val_idx)
-        net = self.model
-        if self.world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)
-        if cfg.compile:
-            net = torch.compile(net)
-
+        net = self._wrap()
         steps_per_epoch = len(self.batches.batches)
-        total = state["total_steps"] or cfg.epochs * steps_per_epoch
+        self.total = state["total_steps"] or cfg.epochs * steps_per_epoch
+        self.calibrating = bool(cfg.budget_minutes) and state["total_steps"] is None
         elapsed = float(state.get("elapsed", 0.0))
-        calibrating = bool(cfg.budget_minutes) and state["total_steps"] is None
         for epoch in range(state["epoch"], cfg.epochs):
-            self.batches.set_epoch(epoch, state["skip"])
-            net.train()
-            t_epoch, seen, loss_sum, t_cal, s_cal = time.perf_counter(), 0, 0.0, None, 0
-            bar = tqdm(self.train_loader, desc=f"{cfg.run} epoch {epoch + 1}", disable=not self.is_main,
-                       leave=False, mininterval=2.0, total=len(self.batches))
-            stop = False
-            for batch in bar:
-                loss, n = self._step(net, batch, total)
-                seen += n
-                loss_sum += loss * n
-                bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(time.perf_counter() - t_epoch, 1e-9):.1f}",
-                                refresh=False)
-                if calibrating:  # time a few steps, then fix the schedule length to the budget
-                    if t_cal is None:
-                        t_cal, s_cal = time.perf_counter(), state["step"]
-                    elif state["step"] - s_cal >= CALIBRATION_STEPS:
-                        per_step = (time.perf_counter() - t_cal) / (state["step"] - s_cal)
-                        total = state["total_steps"] = self._budget_steps(per_step, steps_per_epoch)
-                        calibrating = False
-                if state["step"] >= total:
-                    stop = True
-                    break
-            bar.close()
+            t_epoch = time.perf_counter()
+            stop, seen, loss_sum = self._epoch(net, epoch)
             epoch_time = time.perf_counter() - t_epoch
             elapsed += epoch_time
             finished_epoch = not stop or state["skip"] >= steps_per_epoch

@@ -121,6 +121,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         create_model("cpm", pretrained=tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_overfits_16_crops(name):
     """The training loss falls at least 10x within OVERFIT_STEPS full-batch Adam steps.

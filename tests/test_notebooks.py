@@ -8,6 +8,8 @@ import pytest
 from lib import pipeline
 from lib.submit import validate_submission
 
+pytestmark = pytest.mark.slow  # ~1 minute of papermill kernels: `make test-slow` and CI run it
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
