@@ -21,9 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from lib import paths
+from lib.config import RECIPES
 from lib.runs import Run, list_runs
-
-RECIPES = ("paper", "modern")
 
 
 def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
