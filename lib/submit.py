@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lib import metrics
-from lib.data import COLUMNS, DataError, read_keypoints_csv, write_keypoints_csv  # noqa: F401 - COLUMNS re-exported
+from lib.data import DataError, read_keypoints_csv, write_keypoints_csv
 
 COMPETITION = "mp18-hand-joint-recognition"
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from lib import joints, metrics
-from lib.submit import COLUMNS, SubmissionError, read_submission, score, validate_submission, write_submission
+from lib.data import COLUMNS
+from lib.submit import SubmissionError, read_submission, score, validate_submission, write_submission
 
 
 def test_joint_order_and_conversion():
