@@ -9,7 +9,7 @@ PROFILE ?= auto
 
 help:
 	@echo "make run       the main job: data (synthetic when no real data), every notebook, a submission"
-	@echo "make test      the test suite without the heavy checks (CPU, about a minute)"
+	@echo "make test      the test suite without the heavy checks (CPU, about 1.5 minutes)"
 	@echo "make test-slow the heavy checks: every notebook end to end, overfitting, torchrun (CPU, minutes)"
 	@echo "make test-all  both"
 	@echo "make data      render the synthetic default dataset and build competition files from it"
@@ -42,8 +42,9 @@ run: $(STAMP)
 data: $(STAMP)
 	$(PY) -m lib.pipeline --only data --profile $(PROFILE)
 
+# JupyterLab refuses to start as root (the usual user in a container) without --allow-root
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
 download: $(STAMP)
 	$(PY) -m lib.submit download --out data

@@ -23,6 +23,8 @@ import argparse
 import json
 import sys
 
+from lib import cli
+
 COMMANDS = ("input", "models", "scaling", "accuracy", "leaderboard", "all")
 LEADERBOARD_DOC = """Train extra (model, recipe) runs at the profile's equal budget beside `make run`'s, predict them
 with flip TTA, ensemble, then tabulate every finished run (the accuracy section). Runs whose
@@ -72,9 +74,63 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def int_list(option: str, text: str, low: int) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2); ValueError naming the option unless every item is an integer >= low."""
+    items = [w.strip() for w in str(text).split(",") if w.strip()]
+    try:
+        values = tuple(int(w) for w in items)
+    except ValueError:
+        values = ()
+    if not values or min(values) < low:
+        raise ValueError(f"{option}: expected comma-separated integers >= {low}, found {text!r}")
+    return values
+
+
+def name_list(option: str, text: str, valid: list[str] | tuple[str, ...]) -> list[str]:
+    """'a,b' -> ['a', 'b']; ValueError naming the option and the valid names for an unknown one."""
+    names = [w.strip() for w in str(text).split(",") if w.strip()]
+    unknown = [n for n in names if n not in valid]
+    if not names or unknown:
+        raise ValueError(f"{option}: expected comma-separated names from {', '.join(valid)}, "
+                         f"found {', '.join(map(repr, unknown)) if unknown else repr(text)}")
+    return names
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Refuse bad options before any measurement starts (ValueError / OSError naming the option)."""
+    from benchmarks.report import check_out
+
+    check_out(getattr(a, "out", None))
+    for opt in ("n", "batch", "steps"):
+        v = getattr(a, opt, None)
+        if v is not None and v < 1:
+            raise ValueError(f"--{opt}: expected a positive integer, found {v}")
+    if a.cmd in ("input", "all"):
+        from benchmarks.speed import PIPELINES
+        a.workers = int_list("--workers", a.workers, 0)
+        a.pipelines = tuple(name_list("--pipelines", a.pipelines, PIPELINES))
+    if a.cmd in ("models", "all", "_one"):
+        from lib.models import list_models
+        if a.cmd == "_one":
+            name_list("--model", a.model, list_models())
+        elif getattr(a, "models", "all") != "all":
+            a.models = ",".join(name_list("--models", a.models, list_models()))
+    if a.cmd == "scaling":
+        from lib.models import list_models
+        name_list("--model", a.model, list_models())
+        if a.procs is not None:
+            int_list("--procs", a.procs, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parser().parse_args(argv)
+    check_args(a)
 
     import torch
 
@@ -102,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from lib.models import list_models
 
     if a.cmd in ("input", "all"):
-        workers = tuple(int(w) for w in a.workers.split(",") if w)
-        pipelines = tuple(p for p in a.pipelines.split(",") if p)
-        df = speed.bench_input(a.n, workers, pipelines=pipelines, data_dir=a.data_dir)
+        df = speed.bench_input(a.n, a.workers, pipelines=a.pipelines, data_dir=a.data_dir)
         section("input", "Input pipeline: crop cache -> augmentation -> batch tensor (crops/s)", df, argv,
                 "cpu", f"batch 64, uint8 NCHW, pin_memory={cuda}, {a.n} crops per DataLoader cell; "
                 "per core = one process, one thread, per CPU second (1 process = the same per wall second); "

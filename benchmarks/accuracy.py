@@ -62,7 +62,26 @@ def parse_spec(spec: str) -> tuple[str, str, dict, str | None]:
     recipe, _, kw = rest.partition(":")
     if not sep or not model or not recipe:
         raise ValueError(f"run spec: expected MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME], found {spec!r}")
-    return model, recipe, json.loads(kw) if kw else {}, name or None
+    try:
+        kwargs = json.loads(kw) if kw else {}
+    except ValueError as e:
+        kwargs = e
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"run spec {spec!r}: MODEL_KWARGS_JSON: expected a JSON object, found {kw!r}")
+    return model, recipe, kwargs, name or None
+
+
+def check_specs(specs: list[str]) -> list[tuple[str, str, dict, str | None]]:
+    """parse_spec for each, and known model and recipe names (ValueError naming the spec otherwise)."""
+    from lib.models import list_models
+
+    parsed = [parse_spec(s) for s in specs]
+    for spec, (model, recipe, _, _) in zip(specs, parsed):
+        if model not in list_models():
+            raise ValueError(f"run spec {spec!r}: unknown model {model!r}; valid names: {', '.join(list_models())}")
+        if recipe not in RECIPES:
+            raise ValueError(f"run spec {spec!r}: unknown recipe {recipe!r}; valid names: {', '.join(RECIPES)}")
+    return parsed
 
 
 def run_leaderboard(specs: list[str] | None = None, profile: str = "auto", data_dir: str = "auto") -> tuple[str, Path]:
@@ -72,10 +91,10 @@ def run_leaderboard(specs: list[str] | None = None, profile: str = "auto", data_
     from lib.config import ensure_data, resolve_profile
     from lib.models import list_models
 
+    specs = specs or [f"{m}:{r}" for m in list_models() for r in RECIPES]
+    parsed = check_specs(specs)  # a bad spec fails before any data or training
     profile = resolve_profile(profile)
     data_dir = ensure_data(data_dir, profile)
-    specs = specs or [f"{m}:{r}" for m in list_models() for r in RECIPES]
-    parsed = [parse_spec(s) for s in specs]  # a bad spec fails before any training
     for model, recipe, kw, name in parsed:
         run = name or f"{model}_{recipe}_{profile}"
         if Run(paths.runs() / run).metrics_path.exists():

@@ -45,6 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lib import cli
 from lib.data import CROP_SIZE, competition_crop, usable_hand_crops
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.paths import REPO, baselines, data_root
@@ -72,7 +73,7 @@ HOW_TO_GET = (f"get it with `python -m benchmarks.realism fetch` (pip installs {
               f"unpacks {Path(MODEL_MEMBER).name} from the {MEDIAPIPE_WHEEL} wheel on PyPI)")
 
 
-class MeterUnavailable(RuntimeError):
+class MeterUnavailable(cli.UserError, RuntimeError):
     """The judge model or its runtime is missing or unreadable (the message says how to fix it)."""
 
 
@@ -387,6 +388,11 @@ def make_baseline(data_dir: str = "auto", settings: tuple[str, ...] = ("as-is", 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(prog="python -m benchmarks.realism", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,16 +414,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if a.images < 1:
-        print(f"error: --images: expected a positive count, found {a.images}", file=sys.stderr)
-        return 2
-    try:
-        judge = Judge()
-        if a.command == "baseline":
-            make_baseline(a.data_dir, tuple(a.setting or BASELINES), a.profile, judge, argv=argv)
-            return 0
-    except (MeterUnavailable, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--images: expected a positive count, found {a.images}")
+    from benchmarks.report import check_out
+    check_out(a.out)
+    judge = Judge()
+    if a.command == "baseline":
+        make_baseline(a.data_dir, tuple(a.setting or BASELINES), a.profile, judge, argv=argv)
+        return 0
     rows = measure(a.images, a.seed, tuple(a.setting or ["upright"]), judge)
     p = provenance(argv)
     text = "\n".join(["### Realism meter: MediaPipe Hands on synthetic and real hands", "",

@@ -3,6 +3,7 @@ and the <!-- bench:NAME --> block of a markdown file it replaces."""
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import platform
 import re
@@ -49,6 +50,22 @@ def header(title: str, argv: list[str], device: str, extra: str = "", prog: str 
 
 def markdown(df: pd.DataFrame) -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
+
+
+def check_out(path: str | os.PathLike | None) -> None:
+    """Refuse an --out that cannot be written before a benchmark spends minutes measuring (one line, lib.cli)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"--out {path}: expected a markdown file, found a directory", str(path))
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"--out {path}: expected a directory above it, found the file {parent}",
+                                 str(path))
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise PermissionError(errno.EACCES, f"--out {path}: expected a writable directory, {parent} is not writable",
+                              str(path))
 
 
 def update_section(path: str | os.PathLike, name: str, text: str) -> Path:

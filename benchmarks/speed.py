@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import paths
+from lib import cli, paths
 from lib.config import autocast, resolve_amp, resolve_device
 from lib.data import CROP_SIZE
 from lib.joints import NUM_JOINTS
@@ -26,6 +27,15 @@ TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 PIPELINES = ("none", "paper", "modern")
+
+
+class BenchmarkError(cli.UserError, RuntimeError):
+    """A measurement that could not be made (its subprocess failed); the message says how to see why."""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1].removeprefix("error: ") if lines else "no output"
 
 
 # --------------------------------------------------------------------------- input pipeline
@@ -180,7 +190,8 @@ def bench_models(models: list[str], batch: int = 32, steps: int = 5, device: str
         print(f"bench: {name} ...", flush=True)
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=paths.REPO)
         if res.returncode != 0:
-            raise RuntimeError(f"benchmark of {name} failed:\n{res.stderr[-2000:]}")
+            raise BenchmarkError(f"benchmark of {name} failed (exit {res.returncode}): {_last_line(res.stderr)}; "
+                                 f"the whole error: {shlex.join(['python', *cmd[1:]])}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"bench: {name}: {row['train img/s']:.1f} train img/s, {row['infer img/s']:.1f} infer img/s", flush=True)
         rows.append(row)

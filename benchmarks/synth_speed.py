@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
+from lib import cli
 from lib.synth import render_dataset, render_image
 
 
@@ -30,13 +32,21 @@ def images_per_second(n: int, workers: int, seed: int) -> tuple[float, float]:
         return n / (time.perf_counter() - t), n / (time.process_time() - c)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     ap = argparse.ArgumentParser(prog="python -m benchmarks.synth_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=cores)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    for opt, v, low in (("--images", a.images, 1), ("--workers", a.workers, 1), ("--seed", a.seed, 0)):
+        if v < low:
+            raise ValueError(f"{opt}: expected an integer >= {low}, found {v}")
     render_image(0)  # load the background photos once (forked workers inherit them)
     one, one_cpu = images_per_second(a.images, 1, a.seed)
     many = images_per_second(a.images, a.workers, a.seed)[0] if a.workers > 1 else one
@@ -46,7 +56,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {platform.processor() or platform.machine()} | {cores} | {a.images} | {one:.1f} | {one_cpu:.1f} | "
           f"{a.workers} | {many:.1f} | {10000 / many / 60:.1f} min | {load:.2f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

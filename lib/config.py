@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -49,11 +51,16 @@ AMP = ("bf16", "fp16", "off")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """auto: cuda when there is one, else cpu; a CUDA device without CUDA is an error."""
+    """auto: cuda when there is one, else cpu; cuda:N must exist."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but CUDA is not available")
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} requested but there are {torch.cuda.device_count()} CUDA devices")
     return device
 
 
@@ -132,6 +139,8 @@ class TrainConfig:
             raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, found {self.recipe!r}")
         if self.model not in list_models():
             raise ValueError(f"model: expected one of {list_models()}, found {self.model!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"--model-kwargs: expected a JSON object, found {json.dumps(self.model_kwargs)}")
         c = dataclasses.replace(self, model_kwargs=dict(self.model_kwargs))
         c.device = resolve_device(c.device)
         c.profile = resolve_profile(c.profile, c.device)
@@ -147,9 +156,42 @@ class TrainConfig:
         c.amp = resolve_amp(c.amp, c.device)
         if c.workers is None:
             c.workers = default_workers()
-        c.data_dir = str(ensure_data(c.data_dir, c.profile, render=False))
+        c.data_dir = str(ensure_data(c.data_dir, c.profile, render=False).resolve())  # absolute: usable from anywhere
         c.run = c.run or f"{c.model}_{c.recipe}_{c.profile}"
+        c._check()
         return c
+
+    def _check(self) -> None:
+        """Refuse settings that would crash later or silently do something else, naming the option."""
+        def need(ok: bool, option: str, expected: str, found: object) -> None:
+            if not ok:
+                raise ValueError(f"--{option.replace('_', '-')}: expected {expected}, found {found!r}")
+
+        for name in ("epochs", "batch_size"):
+            need(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        for name in ("warmup_steps", "workers"):
+            need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
+        for name in ("limit_train", "limit_val"):
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1 (or none)",
+                 getattr(self, name))
+        need(math.isfinite(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0",
+             self.weight_decay)
+        need(0 <= self.ema < 1, "ema", "a decay in [0, 1) (0: off)", self.ema)
+        need(self.grad_clip >= 0, "grad_clip", "a number >= 0 (0: off)", self.grad_clip)
+        need(self.budget_minutes is None or self.budget_minutes > 0, "budget_minutes", "minutes > 0",
+             self.budget_minutes)
+        need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)", self.val_fraction)
+        for name, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("constant", "cosine")),
+                              ("sampler", ("shuffle", "window")), ("augment", ("none", "paper", "modern"))):
+            need(getattr(self, name) in allowed, name, f"one of {list(allowed)}", getattr(self, name))
+        need(self.run not in ("", ".", "..") and "/" not in self.run and "\\" not in self.run, "run",
+             "a name (no path separators)", self.run)
+        from lib.models import model_kwargs_error
+
+        why = model_kwargs_error(self.model, self.model_kwargs)
+        if why:
+            raise ValueError(f"--model-kwargs {json.dumps(self.model_kwargs)}: {why}")
 
 
 # --------------------------------------------------------------------------- data

@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import io
+from lib import cli, io
 from lib.joints import NUM_JOINTS
 
 IMAGE_SIZE = 320
@@ -37,6 +39,7 @@ MARGIN = 8
 CTX_SIZE = 192  # context crop: the competition box fills the central 128x128
 CTX_PAD = (CTX_SIZE - CROP_SIZE) // 2
 CACHE_VERSION = 1
+VALUE_CHUNK = 256  # test crops per read when checking pixel values (~50 MB of float32)
 ChannelOrder = Literal["rgb", "bgr", "auto"]
 
 HOW_TO_GET = (
@@ -114,6 +117,12 @@ def context_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndar
     )
     p = (np.asarray(kp, np.float64) - (x0, y0) + 0.5) * s - 0.5 + CTX_PAD
     return ctx, p.astype(np.float32), float(s)
+
+
+def degenerate_hands(kp: np.ndarray) -> np.ndarray:
+    """True per hand of (..., 21, 2) keypoints whose 21 points lie within 1 px of each other (no hand to crop)."""
+    kp = np.asarray(kp, np.float64)
+    return (kp.max(axis=-2) - kp.min(axis=-2)).max(axis=-1) < 1.0
 
 
 def label_from_pixels(p: np.ndarray, s: np.ndarray | float) -> np.ndarray:
@@ -221,9 +230,29 @@ class _H5Reader:
         img = np.moveaxis(img, -3, -1)
         return np.ascontiguousarray(img[..., ::-1] if self.channel_order == "bgr" else img)
 
+    def read(self, idx: int | slice | np.ndarray) -> np.ndarray:
+        """Raw image entries (N,3,H,W) as stored; a corrupt chunk is a DataError naming the file and entries."""
+        try:
+            return self.img[idx]
+        except OSError as e:  # h5py: a damaged compressed chunk, a truncated file
+            entries = (range(*idx.indices(len(self))) if isinstance(idx, slice)
+                       else np.atleast_1d(np.asarray(idx)).tolist())
+            bad = next((int(i) for i in entries if not self._readable(int(i))), None)
+            where = (f"entry {bad}" if bad is not None
+                     else f"entries {entries[0]}..{entries[-1]}" if len(entries) else "")
+            raise DataError(f"{self.path}: {self.img.name.lstrip('/')} {where}: expected readable image data, "
+                            f"found a damaged chunk (truncated or corrupt file?): {e}") from e
+
+    def _readable(self, i: int) -> bool:
+        try:
+            self.img[i]
+            return True
+        except OSError:
+            return False
+
     def images(self, idx: int | slice | np.ndarray) -> np.ndarray:
         """Images as HWC uint8 RGB; idx an int, a slice or sorted indices."""
-        return self._to_hwc_rgb(self.img[idx])
+        return self._to_hwc_rgb(self.read(idx))
 
 
 class TrainingFile(_H5Reader):
@@ -235,6 +264,8 @@ class TrainingFile(_H5Reader):
         f, p = self._f, self.path
         self.img = _check_dataset(p, f, "train/img", (3, IMAGE_SIZE, IMAGE_SIZE), (np.uint8,))
         n = self.img.shape[0]
+        if n == 0:
+            raise _fail(p, "train/img", "at least 1 entry (one per hand)", "0 entries")
         kp = _check_dataset(p, f, "train/kp_2D", (NUM_JOINTS, 2), (np.float32, np.float64), n)
         vis = _check_dataset(p, f, "train/vis_2D", (NUM_JOINTS, 1), (np.uint8, np.bool_, np.int64, np.int32), n)
         try:
@@ -250,20 +281,26 @@ class TrainingFile(_H5Reader):
         if out.size:
             raise _fail(p, "train/kp_2D", f"keypoints inside the {IMAGE_SIZE}x{IMAGE_SIZE} image",
                         f"{out.size} hands outside, e.g. entry {out[0]} spanning {self.kp[out[0]].min(0)}..{self.kp[out[0]].max(0)}")
+        flat = np.flatnonzero(degenerate_hands(self.kp))
+        if flat.size:
+            i = int(flat[0])
+            raise _fail(p, "train/kp_2D", "21 keypoints spread over at least 1 px per hand",
+                        f"{flat.size} degenerate hand(s) with every keypoint at one point, e.g. entry {i} at "
+                        f"({self.kp[i, :, 0].mean():.1f}, {self.kp[i, :, 1].mean():.1f}); entries {flat[:5].tolist()}")
         if not np.isin(self.vis, (0, 1)).all():
             raise _fail(p, "train/vis_2D", "values 0 or 1", np.unique(self.vis)[:10])
 
     def _detect(self) -> tuple[str, str]:
         idx = np.linspace(0, len(self) - 1, min(len(self), 48)).astype(int)
         idx = np.unique(idx)
-        return detect_channel_order(self.img[idx], self.kp[idx])
+        return detect_channel_order(self.read(idx), self.kp[idx])
 
     def image_ids(self) -> np.ndarray:
         """Source-image id per entry: consecutive entries with identical pixels share an image."""
         ids = np.zeros(len(self), dtype=np.int64)
         prev = None
         for start in range(0, len(self), 256):
-            block = self.img[start : start + 256]
+            block = self.read(slice(start, start + 256))
             for k, img in enumerate(block):
                 digest = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
                 i = start + k
@@ -279,15 +316,32 @@ class TestingFile(_H5Reader):
 
     def _validate(self) -> None:
         self.img = _check_dataset(self.path, self._f, "test/img", (3, CROP_SIZE, CROP_SIZE), (np.float32, np.float64, np.uint8))
-        probe = self.img[: min(len(self.img), 64)]
-        if not np.isfinite(probe).all():
-            raise _fail(self.path, "test/img", "finite pixel values", "NaN/inf")
-        if probe.size and (probe.min() < 0 or probe.max() > 255 or probe.max() <= 1.0):
-            raise _fail(self.path, "test/img", "pixel values in 0..255", f"{probe.min():.3g}..{probe.max():.3g}")
+        n = len(self.img)
+        if n == 0:
+            raise _fail(self.path, "test/img", "at least 1 entry (one per test crop)", "0 entries")
+        if self.img.dtype == np.uint8:
+            lo, hi = 0.0, float(max(self.read(slice(s, s + VALUE_CHUNK)).max() for s in range(0, n, VALUE_CHUNK)))
+        else:  # every crop, a chunk at a time: memory stays bounded whatever the file's size
+            lo, hi = np.inf, -np.inf
+            for s in range(0, n, VALUE_CHUNK):
+                block = self.read(slice(s, s + VALUE_CHUNK))
+                nan = ~np.isfinite(block).all(axis=(1, 2, 3))
+                out = ((block < 0) | (block > 255)).any(axis=(1, 2, 3))  # False for NaN
+                if nan.any() or out.any():
+                    i = int(np.argmax(nan | out))
+                    bad = int((nan | out).sum())
+                    found = (f"NaN/inf in entry {s + i}" if nan[i] else
+                             f"{np.nanmin(block[i]):.3g}..{np.nanmax(block[i]):.3g} in entry {s + i}")
+                    raise _fail(self.path, "test/img", "finite pixel values in 0..255",
+                                f"{found} ({bad} bad entries in {s}..{s + len(block) - 1})")
+                lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        if hi <= 1.0:
+            raise _fail(self.path, "test/img", "pixel values in 0..255",
+                        f"{lo:.3g}..{hi:.3g} in every entry (scaled to 0..1?)")
 
     def _detect(self) -> tuple[str, str]:
         idx = np.unique(np.linspace(0, len(self) - 1, min(len(self), 48)).astype(int))
-        return detect_channel_order(self.img[idx])
+        return detect_channel_order(self.read(idx))
 
 
 def write_training(path: str | os.PathLike, images_hwc_rgb: Iterator[np.ndarray] | list,
@@ -347,6 +401,10 @@ def read_keypoints_csv(path: str | os.PathLike, n_rows: int | None = None) -> np
         df = pd.read_csv(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise DataError(f"{path}: not a readable CSV: {e}") from e
+    if len(df.columns) == len(COLUMNS) and set(df.columns) == set(COLUMNS) and list(df.columns) != COLUMNS:
+        k = next(k for k, (a, b) in enumerate(zip(COLUMNS, df.columns)) if a != b)
+        raise DataError(f"{path}: header: columns in another order: expected '{COLUMNS[k]}' as column {k + 1} "
+                        f"(order {', '.join(COLUMNS[:3])}, ..., {COLUMNS[-1]}), found '{df.columns[k]}'")
     if list(df.columns) != COLUMNS:
         extra = [c for c in df.columns if c not in COLUMNS][:3]
         missing = [c for c in COLUMNS if c not in df.columns][:3]
@@ -354,11 +412,27 @@ def read_keypoints_csv(path: str | os.PathLike, n_rows: int | None = None) -> np
                         f"({len(COLUMNS)} columns), found {len(df.columns)} columns"
                         f"{'; unexpected ' + str(extra) if extra else ''}"
                         f"{'; missing ' + str(missing) if missing else ''}")
+    if len(df) == 0:
+        raise DataError(f"{path}: rows: expected at least 1 (one per test crop), found 0 (a header only)")
     if n_rows is not None and len(df) != n_rows:
         raise DataError(f"{path}: rows: expected {n_rows} (one per test crop), found {len(df)}")
-    ids = pd.to_numeric(df["Id"], errors="coerce")
-    if not np.array_equal(ids.to_numpy(), np.arange(len(df))):
-        raise DataError(f"{path}: Id: expected 0..{len(df) - 1} in order, found {df['Id'].head(3).tolist()}...")
+    raw = df["Id"]
+    ids = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+    not_int = ~np.isfinite(ids) | (ids != np.round(ids))
+    if not_int.any():
+        r = int(np.argmax(not_int))
+        found = "an empty cell" if pd.isna(raw.iloc[r]) else repr(raw.iloc[r])
+        raise DataError(f"{path}: row {r} (line {r + 2}): Id: expected an integer, found {found}")
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        r = int(np.argmax(dup))
+        first = int(np.argmax(ids == ids[r]))
+        raise DataError(f"{path}: row {r} (line {r + 2}): Id: expected 0..{len(df) - 1} once each, "
+                        f"found Id {int(ids[r])} again (first at row {first})")
+    if not np.array_equal(ids, np.arange(len(df))):
+        r = int(np.argmax(ids != np.arange(len(df))))
+        raise DataError(f"{path}: Id: expected 0..{len(df) - 1} in order, found Id {int(ids[r])} at row {r} "
+                        f"(line {r + 2})")
     values = df[COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -405,6 +479,11 @@ def hand_inside(uv: np.ndarray, size: int = IMAGE_SIZE) -> bool:
     return bool(np.isfinite(uv).all() and np.ceil(uv.min()) >= 0 and np.floor(uv.max()) <= size)
 
 
+def usable_hand(uv: np.ndarray, size: int = IMAGE_SIZE) -> bool:
+    """hand_inside, and not degenerate (its 21 keypoints spread over at least 1 px)."""
+    return hand_inside(uv, size) and not bool(degenerate_hands(np.asarray(uv)[:, :2]))
+
+
 def _hand_rows(uv_vis: np.ndarray, hand: int) -> np.ndarray:
     """The rows of one hand (0 left, 1 right) in an RHD frame's (42, ...) annotation."""
     return np.asarray(uv_vis)[NUM_JOINTS * hand : NUM_JOINTS * (hand + 1)]
@@ -414,7 +493,24 @@ def usable_hand_crops(image: np.ndarray, uv_vis: np.ndarray) -> list[tuple[np.nd
     """The competition crops (crop, keypoints) of an RHD frame's usable hands, left then right, as
     build_competition makes the test set; uv_vis: the frame's (42, >=2) annotation rows."""
     hands = [_hand_rows(uv_vis, h)[:, :2] for h in (0, 1)]
-    return [competition_crop(image, uv) for uv in hands if hand_inside(uv)]
+    return [competition_crop(image, uv) for uv in hands if usable_hand(uv)]
+
+
+def _usable_hands(anno: dict[int, dict], path: str) -> list[tuple[int, int]]:
+    """(frame, hand) of the usable hands of an RHD split; a degenerate hand inside the image is skipped
+    with a line naming it."""
+    entries = []
+    for i in sorted(anno):
+        for h in (0, 1):
+            uv = _hand_rows(anno[i]["uv_vis"], h)[:, :2]
+            if not hand_inside(uv):
+                continue
+            if degenerate_hands(uv):
+                print(f"{path}: [{i}] {('left', 'right')[h]} hand: every keypoint at one point "
+                      f"({uv[:, 0].mean():.1f}, {uv[:, 1].mean():.1f}); skipped", file=sys.stderr)
+                continue
+            entries.append((i, h))
+    return entries
 
 
 def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
@@ -426,7 +522,7 @@ def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, ov
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to rebuild")
     summary = {}
     train = read_rhd_annotations(rhd_dir, "training")
-    entries = [(i, h) for i in sorted(train) for h in (0, 1) if hand_inside(_hand_rows(train[i]["uv_vis"], h)[:, :2])]
+    entries = _usable_hands(train, str(rhd_dir / "training" / "anno_training.pickle"))
     kp = (np.stack([_hand_rows(train[i]["uv_vis"], h)[:, :2] for i, h in entries]).astype(np.float32) if entries
           else np.zeros((0, NUM_JOINTS, 2), np.float32))
     vis = (np.stack([_hand_rows(train[i]["uv_vis"], h)[:, 2] for i, h in entries]) if entries
@@ -436,9 +532,8 @@ def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, ov
 
     test = read_rhd_annotations(rhd_dir, "evaluation")
     crops, labels = [], []
-    for i in sorted(test):
-        if not any(hand_inside(_hand_rows(test[i]["uv_vis"], h)[:, :2]) for h in (0, 1)):
-            continue
+    test_entries = _usable_hands(test, str(rhd_dir / "evaluation" / "anno_evaluation.pickle"))
+    for i in sorted({i for i, _ in test_entries}):
         for c, k in usable_hand_crops(read_rhd_image(rhd_dir, "evaluation", i), test[i]["uv_vis"]):
             crops.append(c)
             labels.append(k)
@@ -484,6 +579,9 @@ def make_split(image_ids: np.ndarray, val_fraction: float = 0.1, seed: int = 0) 
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction: expected a number in (0, 1), found {val_fraction}")
     unique = np.unique(image_ids)
+    if len(unique) < 2:
+        raise ValueError(f"split: expected at least 2 source images (validation takes one, training the rest), "
+                         f"found {len(unique)} ({len(image_ids)} hand entries): no hand would be left for training")
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(len(unique) * val_fraction)))
     val_images = rng.choice(unique, size=min(n_val, len(unique) - 1) if len(unique) > 1 else 1, replace=False)
@@ -494,14 +592,34 @@ def load_or_make_split(data_dir: str | os.PathLike, image_ids: np.ndarray, sourc
                        val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
     """The saved split of data_dir/split.json, made once (seeded) and reused by every notebook."""
     path = Path(data_dir) / "split.json"
+    n = len(image_ids)
     if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("source") == source and saved.get("n") == len(image_ids):
-            mask = np.zeros(len(image_ids), bool)
-            mask[saved["val"]] = True
-            return mask
-        print(f"{path}: made for another training file; making a new split")
-    mask = make_split(image_ids, val_fraction, seed)
+        try:
+            saved = json.loads(path.read_text())
+            if not isinstance(saved, dict):
+                raise ValueError(f"expected a JSON object, found {type(saved).__name__}")
+        except ValueError as e:  # truncated or corrupt (json.JSONDecodeError is a ValueError)
+            print(f"{path}: unreadable ({e}); making a new split", file=sys.stderr)
+            saved = {}
+        if saved and (saved.get("val_fraction", val_fraction), saved.get("seed", seed)) != (val_fraction, seed):
+            print(f"{path}: made with val_fraction {saved.get('val_fraction')} and seed {saved.get('seed')}; "
+                  f"making a new split with val_fraction {val_fraction} and seed {seed}")
+        elif saved and saved.get("source") == source and saved.get("n") == n:
+            val = saved.get("val")
+            if (isinstance(val, list) and val and all(isinstance(v, int) and not isinstance(v, bool) for v in val)
+                    and 0 <= min(val) and max(val) < n):
+                mask = np.zeros(n, bool)
+                mask[val] = True
+                if 0 < mask.sum() < n:
+                    return mask
+            print(f"{path}: 'val': expected a list of entries in 0..{n - 1} leaving some for training, "
+                  f"found {str(val)[:60]}; making a new split", file=sys.stderr)
+        elif saved:
+            print(f"{path}: made for another training file; making a new split")
+    try:
+        mask = make_split(image_ids, val_fraction, seed)
+    except ValueError as e:
+        raise DataError(f"{path.parent}: {e}") from e
     io.write_json(path, {"source": source, "n": len(image_ids), "seed": seed,
                          "val_fraction": val_fraction, "val": np.flatnonzero(mask).tolist()})
     return mask
@@ -518,14 +636,33 @@ class CropCache:
     """
 
     def __init__(self, directory: Path):
+        """Open a built cache; DataError naming the file when one is missing, unreadable or of the wrong size."""
         self.dir = directory
-        meta = np.load(directory / "meta.npz")
-        self.kp, self.ctx_kp, self.scale = meta["kp"], meta["ctx_kp"], meta["scale"]
-        self.vis, self.image_ids = meta["vis"], meta["image_ids"]
-        self.info = json.loads((directory / "info.json").read_text())
+        damaged = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+        try:
+            with np.load(directory / "meta.npz") as meta:
+                self.kp, self.ctx_kp, self.scale = meta["kp"], meta["ctx_kp"], meta["scale"]
+                self.vis, self.image_ids = meta["vis"], meta["image_ids"]
+        except damaged as e:
+            raise DataError(f"{directory / 'meta.npz'}: expected the cache's keypoint arrays, found an unreadable "
+                            f"file ({type(e).__name__}: {str(e).split('. ')[0]})") from e
+        try:
+            self.info = json.loads((directory / "info.json").read_text())
+        except damaged as e:
+            raise DataError(f"{directory / 'info.json'}: expected the cache's JSON description, found an unreadable "
+                            f"file ({type(e).__name__}: {str(e).split('. ')[0]})") from e
         n = len(self.kp)
-        self.crop = np.memmap(directory / "crop.u8", np.uint8, "r", shape=(n, CROP_SIZE, CROP_SIZE, 3))
-        self.ctx = np.memmap(directory / "ctx.u8", np.uint8, "r", shape=(n, CTX_SIZE, CTX_SIZE, 3))
+        shapes = {"crop.u8": (n, CROP_SIZE, CROP_SIZE, 3), "ctx.u8": (n, CTX_SIZE, CTX_SIZE, 3)}
+        for name, shape in shapes.items():
+            path, want = directory / name, int(np.prod(shape))
+            size = path.stat().st_size if path.exists() else None
+            if size != want:
+                raise DataError(f"{path}: expected {want} bytes ({n} crops of {shape[1]}x{shape[2]}x3), "
+                                f"found {'no file' if size is None else f'{size} bytes'} (truncated?)")
+        if self.info.get("n") != n:
+            raise DataError(f"{directory / 'info.json'}: n: expected {n} (as in meta.npz), found {self.info.get('n')}")
+        self.crop = np.memmap(directory / "crop.u8", np.uint8, "r", shape=shapes["crop.u8"])
+        self.ctx = np.memmap(directory / "ctx.u8", np.uint8, "r", shape=shapes["ctx.u8"])
 
     def __len__(self) -> int:
         return len(self.kp)
@@ -542,11 +679,17 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
     root = Path(cache_root) if cache_root else training.parent / "cache"
     final = root / key
     if (final / "info.json").exists():
-        return CropCache(final)
+        try:
+            return CropCache(final)
+        except DataError as e:
+            print(f"crop cache: {e}; rebuilding it", file=sys.stderr)
+            shutil.rmtree(final)
+    _sweep_dead_builds(root, key)
     with TrainingFile(training, channel_order) as tf:
         n = len(tf) if limit is None else min(limit, len(tf))
-        tmp = root / f".{key}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{key}.{os.getpid()}.tmp"  # this process's: another may build the same cache now
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         crop = np.memmap(tmp / "crop.u8", np.uint8, "w+", shape=(n, CROP_SIZE, CROP_SIZE, 3))
         ctx = np.memmap(tmp / "ctx.u8", np.uint8, "w+", shape=(n, CTX_SIZE, CTX_SIZE, 3))
         kp = np.zeros((n, NUM_JOINTS, 2), np.float32)
@@ -568,11 +711,30 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
         np.savez(tmp / "meta.npz", kp=kp, ctx_kp=ctx_kp, scale=scale, vis=tf.vis[:n], image_ids=ids)
         io.write_json(tmp / "info.json", {"source": source, "n": n, "channel_order": tf.channel_order,
                                           "channel_reason": tf.channel_reason, "version": CACHE_VERSION})
-    if final.exists():  # a stale partial from a killed rename
-        import shutil
-        shutil.rmtree(final)
+    if (final / "info.json").exists():  # another process finished the same cache first: use it
+        shutil.rmtree(tmp)
+        return CropCache(final)
+    shutil.rmtree(final, ignore_errors=True)  # a partial left by a killed rename
     os.replace(tmp, final)
     return CropCache(final)
+
+
+def _sweep_dead_builds(root: Path, key: str) -> None:
+    """Remove the temporary folders of cache builds whose process is gone (killed mid-build)."""
+    for d in root.glob(f".{key}.*.tmp"):
+        pid = d.name.split(".")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- torch datasets
@@ -619,6 +781,11 @@ def load_test_crops(path: str | os.PathLike, channel_order: ChannelOrder = "auto
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -632,24 +799,22 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("data_dir", nargs="?", default="data")
     c.add_argument("--channels", default="auto", choices=["auto", "rgb", "bgr"])
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "build":
-            print(json.dumps(build_competition(args.rhd, args.out, args.overwrite), indent=2))
-        elif args.cmd == "info":
-            paths = find_data(args.data_dir)
-            with TrainingFile(paths.training) as tf:
-                ids = tf.image_ids()
-                print(f"  {len(tf)} hands from {len(np.unique(ids))} images, "
-                      f"{tf.vis.mean():.1%} of joints visible")
-            with TestingFile(paths.testing) as te:
-                print(f"  {len(te)} test crops")
-            print(f"  solution: {paths.solution or 'none (real competition data)'}")
-        elif args.cmd == "cache":
-            cache = build_cache(find_data(args.data_dir).training, channel_order=args.channels)
-            print(f"{cache.dir}: {len(cache)} hands")
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.cmd == "build":
+        print(json.dumps(build_competition(args.rhd, args.out, args.overwrite), indent=2))
+    elif args.cmd == "info":
+        paths = find_data(args.data_dir)
+        with TrainingFile(paths.training) as tf:
+            ids = tf.image_ids()
+            print(f"  {len(tf)} hands from {len(np.unique(ids))} images, "
+                  f"{tf.vis.mean():.1%} of joints visible")
+        with TestingFile(paths.testing) as te:
+            print(f"  {len(te)} test crops")
+        if paths.solution:
+            read_keypoints_csv(paths.solution, len(te))
+        print(f"  solution: {paths.solution or 'none (real competition data)'}")
+    elif args.cmd == "cache":
+        cache = build_cache(find_data(args.data_dir).training, channel_order=args.channels)
+        print(f"{cache.dir}: {len(cache)} hands")
     return 0
 
 

@@ -25,10 +25,10 @@ class Explorer:
         with data.TrainingFile(self.paths.training, verbose=False) as tf:
             self.kp320 = tf.kp
             self.order = (tf.channel_order, tf.channel_reason)
-            self.train_raw = tf.img[: min(48, len(tf))]
+            self.train_raw = tf.read(slice(0, min(48, len(tf))))
         with data.TestingFile(self.paths.testing, verbose=False) as te:
             self.test_order = (te.channel_order, te.channel_reason)
-            self.test_raw = te.img[: min(48, len(te))]
+            self.test_raw = te.read(slice(0, min(48, len(te))))
         n = len(self.cache)
         self.sample = np.sort(np.random.default_rng(0).choice(n, min(n, max_items), replace=False))
         self.boxes = np.array([data.crop_box(self.kp320[i]) for i in self.sample])

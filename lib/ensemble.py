@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from lib import data, io, metrics, paths
+from lib import cli, data, io, metrics, paths
 from lib.runs import Run, list_runs
 from lib.submit import read_submission, validate_submission, write_submission
 
@@ -43,9 +43,20 @@ def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]
     """Every run with validation and test predictions (from lib.predict.predict_run)."""
     out = []
     for run in list_runs(runs_dir):
-        if run.has_predictions():
+        if not run.has_predictions():
+            continue
+        stale = run.stale_predictions()
+        if stale:
+            print(f"ensemble: leaving out {run.name}: its predictions are stale ({stale}); "
+                  f"python -m lib.predict --run {run.name} makes them again")
+            continue
+        try:
             cfg = run.config()
             out.append(RunPredictions(run.name, cfg["model"], cfg["recipe"], *run.predictions(), cfg["data_dir"]))
+        except ValueError as e:  # a damaged file: this run only
+            print(f"ensemble: leaving out {run.name}: {e}")
+        except KeyError as e:
+            print(f"ensemble: leaving out {run.name}: {run.config_path}: expected the key {e}, found none")
     return out
 
 
@@ -58,7 +69,11 @@ def load_baselines(baselines_dir: str | os.PathLike | None = None, files: data.D
         b = Run(d)  # a baseline folder holds a run's prediction files, and meta.json instead of config.json
         if not all(f.exists() for f in (b.val_index_path, b.val_pred_path, b.test_pred_path, d / "meta.json")):
             continue
-        meta = json.loads((d / "meta.json").read_text())
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except ValueError as e:
+            print(f"leaderboard: leaving out {BASELINE_PREFIX + d.name}: {d / 'meta.json'}: not readable JSON: {e}")
+            continue
         if files is not None and meta.get("data") != data_fingerprints(files):
             print(f"leaderboard: leaving out {BASELINE_PREFIX + d.name}: made on another copy of {files.root} "
                   f"(training.h5 or testing.h5 changed since); make it again")
@@ -190,17 +205,17 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.ensemble", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default="ensemble")
     ap.add_argument("--runs", default=None, help="runs directory (default: outputs/runs)")
     ap.add_argument("--data-dir", default=None, help="only runs trained on this data directory")
     args = ap.parse_args(argv)
-    try:
-        board, _ = ensemble_and_submit(args.name, args.data_dir, args.runs)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    board, _ = ensemble_and_submit(args.name, args.data_dir, args.runs)
     print(board.to_markdown(floatfmt=".3f"))
     return 0
 

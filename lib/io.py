@@ -55,6 +55,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def sweep_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed atomic write left in `directory` (.NAME.*.tmp*); returns them.
+    Call it only while no other process writes there (e.g. holding the directory's lock)."""
+    gone = []
+    for p in Path(directory).glob(".*.tmp*"):
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                gone.append(p)
+    return gone
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)

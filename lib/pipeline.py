@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import paths
+from lib import cli, paths
 from lib.config import ensure_data, resolve_profile
 
 REPO = paths.REPO
@@ -78,6 +78,10 @@ def summary() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="auto", help="full | cpu | smoke | auto (full on CUDA, else cpu)")
@@ -88,9 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     try:
         timings = run(args.profile, args.only, args.skip, args.data_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except Exception as e:  # papermill's execution error names the failing cell
         if type(e).__name__ == "PapermillExecutionError":
             print(f"error: a notebook failed; its executed copy in {paths.outputs() / 'notebooks'} shows the cell:\n{e}",

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib import data, metrics
+from lib import cli, data, metrics
 from lib.config import autocast, resolve_amp, resolve_device
 from lib.joints import NUM_JOINTS
 from lib.models import load_trained
-from lib.runs import Run
+from lib.runs import Run, labels_fingerprint
 from lib.submit import read_submission, validate_submission, write_submission
 
 CENTRE = (data.CROP_SIZE - 1) / 2  # pixel-centre coordinates of the crop centre
@@ -85,28 +85,43 @@ def _predict_batch(model, x, flip: bool, rotations: Sequence[float], amp: str) -
 
 def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: Sequence[float] = (),
                 device: str = "auto") -> dict:
-    """Validation and test predictions of a run's best model, saved beside it; returns val metrics."""
+    """Validation and test predictions of a run's best model, saved beside it; returns val metrics.
+
+    Refused (ValueError, one line) when best.pt is another model's than the run's config says, or
+    when the data has other hands than the run was trained on (its validation index would point
+    at other hands)."""
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    cfg = run.config()
-    model = load_trained(run.dir, "best")
-    files = data.find_data(cfg["data_dir"])
-    cache = data.build_cache(files.training)
-    val_idx = run.val_index()
-    val_pred = predict(model, np.stack([cache.crop[i] for i in val_idx]), flip, rotations, device=device)
-    gt, vis = cache.kp[val_idx], cache.vis[val_idx]
-    test_pred = predict(model, data.load_test_crops(files.testing), flip, rotations, device=device)
-    run.save_predictions(val_pred, test_pred)
-    write_submission(run.submission_path, test_pred)
-    validate_submission(run.submission_path, len(test_pred))
-    result = {"model": cfg["model"], "recipe": cfg["recipe"], "tta": {"flip": flip, "rotations": list(rotations)},
-              **metrics.summary(val_pred, gt, vis)}
-    if files.solution is not None:
-        result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(files.solution, len(test_pred)))
-    run.write_metrics(result, metrics.per_joint(val_pred, gt, vis))
-    return result
+    with run.lock("predicting"):
+        cfg = run.config()
+        stamp = run.checkpoint_stamp("best")
+        model = load_trained(run.dir, "best", expect=cfg["model"])
+        files = data.find_data(cfg["data_dir"])
+        cache = data.build_cache(files.training)
+        labels = labels_fingerprint(cache.kp, cache.vis)
+        if cfg.get("labels", labels) != labels:
+            raise ValueError(f"{run.dir}: trained on other hands than {files.training} holds now (labels "
+                             f"{cfg['labels']} then, {labels} now): its validation index would score other hands; "
+                             f"train again on this data")
+        val_idx = run.val_index()
+        val_pred = predict(model, np.stack([cache.crop[i] for i in val_idx]), flip, rotations, device=device)
+        gt, vis = cache.kp[val_idx], cache.vis[val_idx]
+        test_pred = predict(model, data.load_test_crops(files.testing), flip, rotations, device=device)
+        run.save_predictions(val_pred, test_pred)
+        write_submission(run.submission_path, test_pred)
+        validate_submission(run.submission_path, len(test_pred))
+        result = {"model": cfg["model"], "recipe": cfg["recipe"], "checkpoint": stamp,
+                  "tta": {"flip": flip, "rotations": list(rotations)}, **metrics.summary(val_pred, gt, vis)}
+        if files.solution is not None:
+            result["test_kaggle_mse"] = metrics.kaggle_mse(test_pred, read_submission(files.solution, len(test_pred)))
+        run.write_metrics(result, metrics.per_joint(val_pred, gt, vis))  # last: it marks the predictions current
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
@@ -114,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotations", type=float, nargs="*", default=[])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    try:
-        result = predict_run(Run.find(args.run), not args.no_flip, args.rotations, args.device)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = predict_run(Run.find(args.run), not args.no_flip, args.rotations, args.device)
     print(json.dumps(result, indent=2))
     return 0
 

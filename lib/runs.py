@@ -17,25 +17,49 @@ Layout (train writes the first five, predict the rest, viz the pictures):
     per_joint.csv    per-joint validation errors
     submission.csv   test_pred as a Kaggle submission
     curves.png, worst.png
+    .lock            held (flock) by the process training or predicting in the run, with its pid
 
-Every write is atomic (lib.io). A checkpoint is a dict with "model", "ema" (None without EMA),
+Every write is atomic (lib.io). A fresh start of a run name removes every file of the old run;
+predictions count only while val_metrics.json names the best.pt they were made with.
+
+A checkpoint is a dict with "model", "ema" (None without EMA),
 "config" and, in last.pt, "optimizer", "scaler", "torch_rng", "state"; `checkpoint_weights` is the
 one rule for which weights a trained model uses: the EMA weights when the run kept them (those
 are the ones validation scored), else the raw ones.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
+import hashlib
 import json
 import os
+import socket
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lib import io, paths
+from lib.cli import UserError
 
 CHECKPOINTS = ("last", "best")
+LOCK = ".lock"
+
+
+class RunInUse(UserError, RuntimeError):
+    """Another process is training or predicting in this run directory."""
+
+
+def labels_fingerprint(kp: np.ndarray, vis: np.ndarray) -> str:
+    """Identity of the labelled hands a run trains and validates on (order included): another
+    training.h5, even of the same size, gives another fingerprint; a copy of the same one does not."""
+    h = hashlib.sha1(np.ascontiguousarray(kp, np.float32).tobytes())
+    h.update(np.ascontiguousarray(vis).astype(np.uint8).tobytes())
+    return f"{len(kp)}:{h.hexdigest()[:16]}"
 
 
 def read_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> dict:
@@ -63,6 +87,22 @@ def is_checkpoint(obj: object) -> bool:
 def checkpoint_weights(state: dict) -> dict[str, torch.Tensor]:
     """The weights a trained model uses: EMA when the run kept it (validation scored those), else raw."""
     return state["ema"] if state.get("ema") is not None else state["model"]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not readable JSON (truncated or edited?): {e}") from e
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return np.load(path)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy array (truncated?): {e}") from e
 
 
 class Run:
@@ -108,23 +148,68 @@ class Run:
     def config(self) -> dict:
         if not self.config_path.exists():
             raise FileNotFoundError(f"{self.config_path}: no such file; is {self.dir} a run directory?")
-        return json.loads(self.config_path.read_text())
+        return _read_json(self.config_path)
 
     def write_config(self, config: dict) -> None:
         io.write_json(self.config_path, config)
 
     def history(self) -> pd.DataFrame:
         """The per-epoch log (empty before the first epoch ends)."""
-        return pd.read_csv(self.log_path) if self.log_path.exists() else pd.DataFrame()
+        if not self.log_path.exists():
+            return pd.DataFrame()
+        try:
+            return pd.read_csv(self.log_path)
+        except (ValueError, pd.errors.ParserError) as e:
+            raise ValueError(f"{self.log_path}: not a readable CSV (truncated?): {e}") from e
 
     def write_history(self, rows: list[dict]) -> None:
         with io.atomic_open(self.log_path, "w", newline="") as f:
             pd.DataFrame(rows).to_csv(f, index=False)
 
+    def artefacts(self) -> list[Path]:
+        """Every file a run writes (whether it exists or not), the lock aside."""
+        return [*(self.checkpoint_path(w) for w in CHECKPOINTS), self.config_path, self.log_path,
+                self.val_index_path, self.val_pred_path, self.test_pred_path, self.metrics_path,
+                self.per_joint_path, self.submission_path, self.curves_path, self.worst_path]
+
     def clear(self) -> None:
-        """Forget a previous run of this name (a fresh start): checkpoints and log."""
-        for p in (*(self.checkpoint_path(w) for w in CHECKPOINTS), self.log_path):
+        """Forget a previous run of this name (a fresh start): every file it wrote, and leftovers of
+        writes a kill interrupted."""
+        for p in self.artefacts():
             p.unlink(missing_ok=True)
+        io.sweep_temporaries(self.dir)
+
+    @contextlib.contextmanager
+    def lock(self, purpose: str) -> Iterator[None]:
+        """Hold the run for this process (training, predicting); a second process is refused with
+        RunInUse. The OS releases the lock when its holder dies, so a killed run's lock is taken over."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / LOCK, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunInUse(f"{self.dir}: in use by {holder}; wait for it to end, or choose another run name "
+                           f"(--run)") from None
+        try:
+            f.seek(0)
+            previous = f.read().strip()
+            if previous:
+                print(f"{self.dir}: taking over from {previous}, which ended without releasing the run", flush=True)
+            io.sweep_temporaries(self.dir)  # half-written files of a killed holder
+            f.seek(0)
+            f.truncate()
+            since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            f.write(f"process {os.getpid()} on {socket.gethostname()} ({purpose} since {since})")
+            f.flush()
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, which: str, state: dict) -> None:
@@ -137,9 +222,17 @@ class Run:
     def has_checkpoint(self, which: str = "last") -> bool:
         return self.checkpoint_path(which).exists()
 
+    def checkpoint_stamp(self, which: str = "best") -> str | None:
+        """Which version of a checkpoint file this is (size and modification time), None when absent."""
+        try:
+            st = self.checkpoint_path(which).stat()
+        except FileNotFoundError:
+            return None
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
     # ---------------------------------------------------------------- predictions and metrics
     def val_index(self) -> np.ndarray:
-        return np.load(self.val_index_path)
+        return _read_npy(self.val_index_path)
 
     def save_val_index(self, index: np.ndarray) -> None:
         io.save_npy(self.val_index_path, index)
@@ -148,16 +241,32 @@ class Run:
         return all(p.exists() for p in (self.val_index_path, self.val_pred_path, self.test_pred_path,
                                         self.config_path))
 
+    def stale_predictions(self) -> str | None:
+        """Why the saved predictions cannot be used (None: they are current): missing, or made with
+        another best.pt than the one in the run now."""
+        if not self.has_predictions() or not self.metrics_path.exists():
+            return "no predictions"
+        try:
+            made_with = self.metrics().get("checkpoint")
+        except ValueError:
+            return f"{self.metrics_path} is not readable JSON"
+        now = self.checkpoint_stamp("best")
+        if now is None:
+            return f"no {self.checkpoint_path('best').name} (the predictions belong to a run that is gone)"
+        if made_with != now:
+            return f"made with another {self.checkpoint_path('best').name} than the one there now"
+        return None
+
     def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(validation index, validation predictions, test predictions)."""
-        return self.val_index(), np.load(self.val_pred_path), np.load(self.test_pred_path)
+        return self.val_index(), _read_npy(self.val_pred_path), _read_npy(self.test_pred_path)
 
     def save_predictions(self, val_pred: np.ndarray, test_pred: np.ndarray) -> None:
         io.save_npy(self.val_pred_path, val_pred)
         io.save_npy(self.test_pred_path, test_pred)
 
     def metrics(self) -> dict:
-        return json.loads(self.metrics_path.read_text())
+        return _read_json(self.metrics_path)
 
     def write_metrics(self, result: dict, per_joint: pd.DataFrame | None = None) -> None:
         io.write_json(self.metrics_path, result)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -18,17 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import metrics
+from lib import cli, metrics
 from lib.data import DataError, read_keypoints_csv, write_keypoints_csv
 
 COMPETITION = "mp18-hand-joint-recognition"
+# seconds the kaggle CLI may take (the competition files are large; a submission is one small CSV)
+KAGGLE_TIMEOUT_S = {"download": 1800, "submit": 120}
 
 
 class SubmissionError(ValueError):
     """A submission file that Kaggle would reject or score wrongly."""
 
 
-class KaggleError(RuntimeError):
+class KaggleError(cli.UserError, RuntimeError):
     """The kaggle CLI can't be used (no credentials, not installed) or it failed."""
 
 
@@ -57,7 +60,10 @@ def validate_submission(path: str | os.PathLike, n_rows: int | None = None) -> i
 def score(submission: str | os.PathLike, solution: str | os.PathLike) -> dict[str, float]:
     """Score a submission against a solution file (the ground truth in submission format)."""
     gt = read_submission(solution)
-    pred = read_submission(submission, len(gt))
+    pred = read_submission(submission)
+    if len(pred) != len(gt):
+        raise SubmissionError(f"{submission}: rows: expected as many as the solution {solution} ({len(gt)}), "
+                              f"found {len(pred)}")
     return {k: metrics.summary(pred, gt)[k] for k in ("kaggle_mse", "epe", "pck@2px")}
 
 
@@ -79,44 +85,99 @@ def kaggle_credentials() -> str | None:
     return None
 
 
-def _kaggle(args: list[str], dry_run: bool) -> list[str]:
-    """Run the kaggle CLI (imported lazily: the package itself exits when credentials are missing)."""
+def check_credentials() -> str:
+    """Where the credentials come from, after checking that a credentials file is usable (never reading
+    out the secret); KaggleError naming the file otherwise."""
+    where = kaggle_credentials()
+    if where is None:
+        raise KaggleError("no Kaggle credentials: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
+                          "or put kaggle.json (or access_token) in ~/.kaggle or $KAGGLE_CONFIG_DIR")
+    if where in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME/KAGGLE_KEY"):  # environment variables
+        return where
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise KaggleError(f"{where}: expected a readable credentials file, found {e}") from e
+    if os.path.basename(where) == "access_token":
+        if not text.strip():
+            raise KaggleError(f"{where}: expected an API token, found an empty file")
+        return where
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        where_in = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise KaggleError(f'{where}: expected JSON {{"username": ..., "key": ...}}, found invalid JSON: '
+                          f"{getattr(e, 'msg', e)}{where_in}; download a new one from kaggle.com/settings/api") from e
+    found = f"keys {sorted(obj)}" if isinstance(obj, dict) else f"a JSON {type(obj).__name__}"
+    if not (isinstance(obj, dict) and all(isinstance(obj.get(k), str) and obj[k].strip() for k in ("username", "key"))):
+        raise KaggleError(f'{where}: expected JSON with non-empty "username" and "key", found {found}')
+    return where
+
+
+def _meaningful_line(text: str) -> str:
+    """The line of a tool's output that says what went wrong: the last one naming an error, else the last one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.lower().startswith("warning")] or lines
+    words = ("error", "denied", "forbidden", "unauthorized", "not found", "required", "invalid", "failed",
+             "must", "401", "403", "404", "429")
+    hits = [line for line in lines if any(w in line.lower() for w in words)]
+    line = (hits or lines or ["no output"])[-1]
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["submit"]) -> list[str]:
+    """Run the kaggle CLI in a subprocess (the package itself exits when credentials are missing)."""
     cmd = ["kaggle", *args]
     if dry_run:
         print(shlex.join(cmd))
         return cmd
-    if kaggle_credentials() is None:
-        raise KaggleError("no Kaggle credentials: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
-                          "or put kaggle.json (or access_token) in ~/.kaggle or $KAGGLE_CONFIG_DIR")
+    check_credentials()
     exe = shutil.which("kaggle") or (shutil.which("kaggle", path=os.path.dirname(sys.executable)))
     if exe is None:
         raise KaggleError("the kaggle CLI is not installed in this environment (pip install -r requirements.txt)")
-    r = subprocess.run([exe, *args], capture_output=True, text=True)
-    sys.stdout.write(r.stdout)
+    try:
+        r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise KaggleError(f"{shlex.join(cmd)}: no result within {timeout:g} s (network down or Kaggle busy?); "
+                          f"try again later") from e
+    except OSError as e:
+        raise KaggleError(f"{shlex.join(cmd)}: could not start {exe}: {e.strerror or e}") from e
     if r.returncode != 0:
-        raise KaggleError(f"{shlex.join(cmd)} failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
+        raise KaggleError(f"{shlex.join(cmd)} failed (exit {r.returncode}): "
+                          f"{_meaningful_line((r.stderr or '') + chr(10) + (r.stdout or ''))}")
+    sys.stdout.write(r.stdout)
     return cmd
 
 
 def kaggle_submit(path: str | os.PathLike, message: str, dry_run: bool = False, rows: int | None = None) -> list[str]:
     """Validate a submission, then submit it with `kaggle competitions submit`; returns the command."""
     validate_submission(path, rows)
-    return _kaggle(["competitions", "submit", COMPETITION, "-f", str(path), "-m", message], dry_run)
+    return _kaggle(["competitions", "submit", COMPETITION, "-f", str(path), "-m", message], dry_run,
+                   KAGGLE_TIMEOUT_S["submit"])
 
 
 def kaggle_download(out_dir: str | os.PathLike = "data", dry_run: bool = False) -> Path:
     """Download and unpack the competition files into out_dir (training.h5, testing.h5)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run)
+    _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run, KAGGLE_TIMEOUT_S["download"])
     for z in ([] if dry_run else sorted(out.glob("*.zip"))):
-        with zipfile.ZipFile(z) as f:
-            f.extractall(out)
+        try:
+            with zipfile.ZipFile(z) as f:
+                f.extractall(out)
+        except zipfile.BadZipFile as e:
+            raise KaggleError(f"{z}: expected a zip archive, found {e} (an interrupted download?); "
+                              f"delete it and download again") from e
         z.unlink()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.submit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -136,25 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="data")
     d.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "kaggle":
-            kaggle_submit(args.file, args.message, args.dry_run, args.rows)
-        elif args.cmd == "download":
-            print(f"competition files in {kaggle_download(args.out, args.dry_run)}")
-        elif args.cmd == "validate":
-            rows = args.rows
-            if rows is None and args.test:
-                from lib.data import TestingFile
-                with TestingFile(args.test, verbose=False) as tf:
-                    rows = len(tf)
-            n = validate_submission(args.file, rows)
-            print(f"{args.file}: valid, {n} rows")
-        elif args.cmd == "score":
-            for k, val in score(args.file, args.solution).items():
-                print(f"{k:>10}: {val:.4f}")
-    except (SubmissionError, KaggleError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.cmd == "kaggle":
+        kaggle_submit(args.file, args.message, args.dry_run, args.rows)
+    elif args.cmd == "download":
+        print(f"competition files in {kaggle_download(args.out, args.dry_run)}")
+    elif args.cmd == "validate":
+        rows = args.rows
+        if rows is not None and rows < 1:
+            raise SubmissionError(f"--rows: expected a positive row count, found {rows}")
+        if rows is None and args.test:
+            from lib.data import TestingFile
+            with TestingFile(args.test, verbose=False) as tf:
+                rows = len(tf)
+        n = validate_submission(args.file, rows)
+        print(f"{args.file}: valid, {n} rows")
+    elif args.cmd == "score":
+        for k, val in score(args.file, args.solution).items():
+            print(f"{k:>10}: {val:.4f}")
     return 0
 
 

@@ -12,6 +12,7 @@ it again with the same name continues exactly where the last checkpoint left off
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,10 +25,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lib import augment, data, metrics, paths
+from lib import augment, cli, data, metrics, paths
 from lib.config import TrainConfig, autocast, ensure_data, resolve_device, resolve_profile
 from lib.models import create_model
-from lib.runs import Run
+from lib.runs import Run, labels_fingerprint
 from lib.samplers import EpochBatches
 
 REPO = paths.REPO
@@ -56,16 +57,18 @@ def _setup_distributed(device: str) -> tuple[int, int, str]:
 # --------------------------------------------------------------------------- pieces of a step
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+def lr_factor(step: int, total: int, warmup: int, schedule: str, progress: float | None = None) -> float:
     """Linear warm-up (at most a tenth of the run, so short budgeted runs reach the peak), then
-    constant or cosine down to 2% of the peak."""
+    constant or cosine down to 2% of the peak. `progress` (0..1) replaces step / total, e.g. the
+    share of a wall-clock budget spent."""
     warmup = min(warmup, total // 10)
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+    if progress is None:
+        progress = (step - warmup) / max(1, total - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def to_input(batch: dict, device: str, channels_last: bool) -> torch.Tensor:
@@ -138,6 +141,7 @@ class Trainer:
         if not self.is_main:
             cache = data.build_cache(files.training)
             train_idx, self.val_idx = split_indices(files, cache, cfg)
+        self.labels = labels_fingerprint(cache.kp, cache.vis)
         self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment), cfg.seed)
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
@@ -162,16 +166,22 @@ class Trainer:
             self.ema = ModelEmaV3(self.model, decay=cfg.ema, use_warmup=True)
 
     def _resume(self) -> bool:
-        """Continue from last.pt when there is one (True: that run had finished); else start afresh."""
+        """Continue from last.pt when there is one (True: that run had finished); else start afresh,
+        removing every file of an earlier run of this name."""
         cfg, run = self.cfg, self.run
         if not (cfg.resume and run.has_checkpoint("last")):
             if self.is_main:
                 run.clear()
             return False
         ck = run.load_checkpoint("last", cfg.model)
-        if ck["config"].get("recipe") != cfg.recipe:
-            raise ValueError(f"{run.checkpoint_path('last')}: a run with recipe {ck['config'].get('recipe')!r}; "
-                             f"use another run name or resume=False")
+        before = ck["config"]
+        if before.get("recipe") != cfg.recipe:
+            raise ValueError(f"{run.checkpoint_path('last')}: a run with recipe {before.get('recipe')!r}; "
+                             f"use another run name or --no-resume")
+        if before.get("labels", self.labels) != self.labels:
+            raise ValueError(f"{run.checkpoint_path('last')}: trained on other hands than {cfg.data_dir} holds now "
+                             f"(labels {before.get('labels')} then, {self.labels} now: the training file changed); "
+                             f"use the original data, another run name, or --no-resume")
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
@@ -179,13 +189,17 @@ class Trainer:
             self.ema.module.load_state_dict(ck["ema"])
         torch.set_rng_state(ck["torch_rng"])
         self.state.update(ck["state"])
-        if self.state["finished"] and cfg.epochs <= ck["config"]["epochs"]:
+        # the log as of the checkpoint: a kill between writing last.pt and log.csv loses no row
+        if "history" in ck:
+            self.history = list(ck["history"])
+        else:  # checkpoints from before the history was kept inside
+            log = run.history()
+            self.history = log[log["step"] <= self.state["step"]].to_dict("records") if len(log) else []
+        if self.state["finished"] and cfg.epochs <= before["epochs"]:
             self._say(f"{cfg.run}: finished run found in {run.dir}; nothing to train")
             return True
         self.state["finished"] = False
         self._say(f"{cfg.run}: resuming from epoch {self.state['epoch']} step {self.state['step']}")
-        if self.state["epoch"]:
-            self.history = self.run.history().to_dict("records")
         return False
 
     def _say(self, text: str) -> None:
@@ -193,11 +207,11 @@ class Trainer:
             print(text, flush=True)
 
     # ---------------------------------------------------------------- training
-    def _step(self, net: torch.nn.Module, batch: dict, total: int) -> tuple[float, int]:
-        """One optimisation step; returns (the loss averaged over processes, global batch size)."""
+    def _step(self, net: torch.nn.Module, batch: dict, lr: float) -> tuple[float, int]:
+        """One optimisation step at learning rate lr; returns (the loss averaged over processes, global batch size)."""
         cfg, model, step = self.cfg, self.model, self.state["step"]
         for g in self.optimizer.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, total, cfg.warmup_steps, cfg.schedule)
+            g["lr"] = lr
         x = to_input(batch, self.device, cfg.channels_last)
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
@@ -235,31 +249,56 @@ class Trainer:
                   f"({total / steps_per_epoch:.1f} epochs) in {cfg.budget_minutes} min")
         return total
 
-    def _end_of_epoch(self, epoch: int, stop: bool, seen: int, loss_sum: float, epoch_time: float,
+    def _end_of_epoch(self, epoch: int, stop: str, seen: int, loss_sum: float, epoch_time: float,
                       elapsed: float) -> None:
-        """Validation, the log row, best.pt and last.pt (main process)."""
+        """Validation, the log row, then config.json, best.pt, last.pt and log.csv (main process).
+
+        Nothing is written unless every weight and buffer (EMA included) and the validation are
+        finite: the previous last.pt stays the last good one."""
         cfg, state = self.cfg, self.state
         eval_model = self.ema.module if self.ema is not None else self.model
         val_loss, pred, gt, vis = evaluate(eval_model, self.val_loader, self.device, cfg.amp, cfg.channels_last)
         row = {"epoch": epoch + 1, "step": state["step"], "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
                **metrics.summary(pred, gt, vis), "img_s": seen / max(epoch_time, 1e-9),
-               "epoch_s": epoch_time, "elapsed_s": elapsed}
+               "epoch_s": epoch_time, "elapsed_s": elapsed, "stopped_by": stop}
+        self._refuse_non_finite(epoch, row)
         self.history.append(row)
         best = row["kaggle_mse"] < state["best_mse"]
         state["best_mse"] = min(state["best_mse"], row["kaggle_mse"])
-        state["finished"] = stop or epoch + 1 >= cfg.epochs
+        state["finished"] = bool(stop) or epoch + 1 >= cfg.epochs
         state["elapsed"] = elapsed
+        config = {**dataclasses.asdict(cfg), "labels": self.labels}
         ck = {"model": self.model.state_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None,
               "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-              "torch_rng": torch.get_rng_state(), "state": dict(state), "config": dataclasses.asdict(cfg)}
+              "torch_rng": torch.get_rng_state(), "state": dict(state), "config": config,
+              "history": list(self.history)}
+        self.run.write_config({**config, "world_size": self.world, "torch": torch.__version__,
+                               "train_size": len(self.train_ds), "val_size": len(self.val_ds)})
+        self.run.save_val_index(self.val_idx)
         if best:  # weights only: resuming reads last.pt, so best.pt leaves out the optimizer state
             self.run.save_checkpoint("best", {k: v for k, v in ck.items() if k not in ("optimizer", "scaler")})
         self.run.save_checkpoint("last", ck)
         self.run.write_history(self.history)
         print(f"{cfg.run} epoch {epoch + 1}: train_loss {row['train_loss']:.4g} val_loss {val_loss:.4g} "
               f"kaggle_mse {row['kaggle_mse']:.3f} epe {row['epe']:.3f} pck@2px {row['pck@2px']:.3f} "
-              f"{row['img_s']:.1f} img/s{' *best' if best else ''}", flush=True)
+              f"{row['img_s']:.1f} img/s{' *best' if best else ''}"
+              f"{'; stopped by the ' + str(cfg.budget_minutes) + '-minute budget' if stop == 'budget' else ''}",
+              flush=True)
+
+    def _refuse_non_finite(self, epoch: int, row: dict) -> None:
+        """FloatingPointError naming what is not finite (weights, BatchNorm statistics, validation)."""
+        bad = [k for k in ("val_loss", "kaggle_mse") if not math.isfinite(row[k])]
+        for label, module in (("model", self.model), ("EMA", self.ema.module if self.ema is not None else None)):
+            if module is not None:
+                bad += [f"{label} {n}" for n, t in module.state_dict().items()
+                        if t.is_floating_point() and not torch.isfinite(t).all()][:3]
+        if bad:
+            last = self.run.checkpoint_path("last")
+            raise FloatingPointError(
+                f"{self.cfg.run}: not finite after epoch {epoch + 1}: {', '.join(bad)}; nothing saved. "
+                f"The last good checkpoint is {last if last.exists() else 'none (first epoch)'}; "
+                f"try a lower lr (now {self.cfg.lr}) or --grad-clip")
 
     def _wrap(self) -> torch.nn.Module:
         """The model as the steps call it: DistributedDataParallel under torchrun, compiled on request."""
@@ -269,56 +308,74 @@ class Trainer:
                 self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)
         return torch.compile(net) if self.cfg.compile else net
 
-    def _epoch(self, net: torch.nn.Module, epoch: int) -> tuple[bool, int, float]:
-        """The training steps of one epoch (until the schedule ends); returns (stopped early, images, loss sum).
+    def _epoch(self, net: torch.nn.Module, epoch: int, elapsed: float) -> tuple[str, int, float]:
+        """The training steps of one epoch; returns (why it stopped early: "" | "schedule" | "budget",
+        images, loss sum). `elapsed`: training seconds of the run before this epoch.
 
-        Under a wall-clock budget the first epoch times CALIBRATION_STEPS steps, then fixes the
-        schedule length (state["total_steps"]) so the run fits the budget."""
+        Under a wall-clock budget the time itself is bounded: the run stops when its training time
+        reaches the budget (or the epochs end), and the cosine schedule follows the share of the
+        budget spent. The first CALIBRATION_STEPS steps (across epochs if need be) estimate the
+        steps it will get, which caps the warm-up at a tenth of them."""
         from tqdm import tqdm
 
         cfg, state = self.cfg, self.state
+        budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes else None
         self.batches.set_epoch(epoch, state["skip"])
         net.train()
-        t_epoch, seen, loss_sum, t_cal, s_cal = time.perf_counter(), 0, 0.0, None, 0
+        t_epoch, seen, loss_sum, stop = time.perf_counter(), 0, 0.0, ""
         bar = tqdm(self.train_loader, desc=f"{cfg.run} epoch {epoch + 1}", disable=not self.is_main,
                    leave=False, mininterval=2.0, total=len(self.batches))
-        stop = False
         for batch in bar:
-            loss, n = self._step(net, batch, self.total)
+            spent = elapsed + time.perf_counter() - t_epoch
+            progress = min(1.0, spent / budget_s) if budget_s else None
+            lr = cfg.lr * lr_factor(state["step"], self.total, cfg.warmup_steps, cfg.schedule, progress)
+            loss, n = self._step(net, batch, lr)
             seen += n
             loss_sum += loss * n
-            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(time.perf_counter() - t_epoch, 1e-9):.1f}",
-                            refresh=False)
-            if self.calibrating:
-                if t_cal is None:
-                    t_cal, s_cal = time.perf_counter(), state["step"]
-                elif state["step"] - s_cal >= CALIBRATION_STEPS:
-                    per_step = (time.perf_counter() - t_cal) / (state["step"] - s_cal)
+            now = time.perf_counter()
+            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(now - t_epoch, 1e-9):.1f}", refresh=False)
+            if self.calibration == "first step":  # timed from the end of the first step (start-up excluded)
+                self.calibration = (now, state["step"])
+            elif self.calibration is not None:
+                t_cal, s_cal = self.calibration
+                if state["step"] - s_cal >= CALIBRATION_STEPS:
+                    per_step = (now - t_cal) / (state["step"] - s_cal)
                     self.total = state["total_steps"] = self._budget_steps(per_step, len(self.batches.batches))
-                    self.calibrating = False
-            if state["step"] >= self.total:
-                stop = True
+                    self.calibration = None
+            if budget_s and elapsed + now - t_epoch >= budget_s:
+                stop = "budget"
+            elif not budget_s and state["step"] >= self.total:
+                stop = "schedule"
+            if stop:
                 break
         bar.close()
-        return stop, seen, loss_sum
+        return self._agree(stop), seen, loss_sum
+
+    def _agree(self, stop: str) -> str:
+        """Under torchrun every process stops when one does (each sees its own clock)."""
+        if self.world == 1:
+            return stop
+        flag = torch.tensor([{"": 0, "schedule": 1, "budget": 2}[stop]], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return ["", "schedule", "budget"][int(flag)]
 
     def fit(self) -> tuple[Path, torch.nn.Module]:
         """Train to the end of the schedule (or the budget); returns (run directory, model)."""
+        with self.run.lock("training") if self.is_main else contextlib.nullcontext():
+            return self._fit()
+
+    def _fit(self) -> tuple[Path, torch.nn.Module]:
         cfg, state = self.cfg, self.state
         if self._resume():
             return self.run.dir, self.model
-        if self.is_main:
-            self.run.write_config({**dataclasses.asdict(cfg), "world_size": self.world, "torch": torch.__version__,
-                                   "train_size": len(self.train_ds), "val_size": len(self.val_ds)})
-            self.run.save_val_index(self.val_idx)
         net = self._wrap()
         steps_per_epoch = len(self.batches.batches)
         self.total = state["total_steps"] or cfg.epochs * steps_per_epoch
-        self.calibrating = bool(cfg.budget_minutes) and state["total_steps"] is None
+        self.calibration = "first step" if cfg.budget_minutes and not state["total_steps"] else None
         elapsed = float(state.get("elapsed", 0.0))
         for epoch in range(state["epoch"], cfg.epochs):
             t_epoch = time.perf_counter()
-            stop, seen, loss_sum = self._epoch(net, epoch)
+            stop, seen, loss_sum = self._epoch(net, epoch, elapsed)
             epoch_time = time.perf_counter() - t_epoch
             elapsed += epoch_time
             finished_epoch = not stop or state["skip"] >= steps_per_epoch
@@ -365,18 +422,18 @@ def _parse(argv: list[str] | None) -> TrainConfig:
     return TrainConfig(**vars(ap.parse_args(argv)))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     cfg = _parse(argv)
-    try:
-        if dist_info()[1] == 1:  # one process: render the synthetic default when no data is there yet
-            ensure_data(cfg.data_dir, resolve_profile(cfg.profile, resolve_device(cfg.device)))
-        run_dir = fit(cfg)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if dist_info()[1] == 1:  # one process: render the synthetic default when no data is there yet
+        ensure_data(cfg.data_dir, resolve_profile(cfg.profile, resolve_device(cfg.device)))
+    run_dir = fit(cfg)
     if dist_info()[0] == 0:
         print(f"run: {run_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

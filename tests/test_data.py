@@ -257,7 +257,9 @@ def test_split_never_leaks_an_image(tmp_path):
     saved = data.load_or_make_split(tmp_path, ids, "src", 0.2, seed=7)
     np.testing.assert_array_equal(saved, val)
     assert json.loads((tmp_path / "split.json").read_text())["seed"] == 7
-    np.testing.assert_array_equal(data.load_or_make_split(tmp_path, ids, "src", 0.5, seed=1), val)  # reused
+    np.testing.assert_array_equal(data.load_or_make_split(tmp_path, ids, "src", 0.2, seed=7), val)  # reused
+    other = data.load_or_make_split(tmp_path, ids, "src", 0.5, seed=1)  # other parameters: a new split
+    assert 0.4 < len(np.unique(ids[other])) / 500 < 0.6
 
 
 def test_cache_build_reuse_and_rebuild(built, tmp_path):

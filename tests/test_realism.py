@@ -12,6 +12,7 @@ import pytest
 from benchmarks import realism
 from lib import data, ensemble, io
 from lib.ensemble import RunPredictions
+from lib.runs import Run
 from lib.submit import read_submission
 
 REPO = realism.REPO
@@ -231,11 +232,12 @@ def test_ensemble_and_submit_never_submits_a_baseline(tiny_data, tmp_path, monke
     val_idx = np.arange(0, len(cache), 3)
     rng = np.random.default_rng(1)
     for name, noise in (("r1", 4.0), ("r2", 6.0)):
-        d = tmp_path / "runs" / name
-        io.write_json(d / "config.json", {"model": name, "recipe": "modern", "data_dir": str(tiny_data)})
-        io.save_npy(d / "val_index.npy", val_idx)
-        io.save_npy(d / "val_pred.npy", cache.kp[val_idx] + rng.normal(0, noise, (len(val_idx), 21, 2)))
-        io.save_npy(d / "test_pred.npy", solution + noise)
+        run = Run(tmp_path / "runs" / name)
+        run.write_config({"model": name, "recipe": "modern", "data_dir": str(tiny_data)})
+        run.save_val_index(val_idx)
+        run.save_predictions(cache.kp[val_idx] + rng.normal(0, noise, (len(val_idx), 21, 2)), solution + noise)
+        run.save_checkpoint("best", {"model": {}, "ema": None, "config": {"model": name}})
+        run.write_metrics({"checkpoint": run.checkpoint_stamp("best")})  # the predictions of this best.pt
     same = ensemble.data_fingerprints(files)
     for folder, idx, fp in (("mediapipe_as-is", val_idx, same), ("mediapipe_stale", val_idx[:-1], same),
                             ("mediapipe_old", val_idx, {**same, "testing": "an older testing.h5"})):

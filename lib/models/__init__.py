@@ -10,6 +10,7 @@ pixels; ``model.loss(out, kp, vis)`` is its training loss (see lib/models/base.p
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -53,11 +54,30 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **kw: A
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     factory, defaults, _ = _REGISTRY[name]
-    model = factory(**{**defaults, **kw})
+    why = model_kwargs_error(name, kw)
+    if why:
+        raise ValueError(f"model_kwargs for {name}: {why}")
+    try:
+        model = factory(**{**defaults, **kw})
+    except TypeError as e:  # e.g. an option the timm backbone does not take
+        raise ValueError(f"model_kwargs for {name}: {e}") from e
     model.name = name
     if pretrained is not None:
         load_weights(model, pretrained)
     return model
+
+
+def model_kwargs_error(name: str, kwargs: object) -> str | None:
+    """Why these keyword arguments cannot build the registered model (None: they may)."""
+    if not isinstance(kwargs, dict):
+        return f"expected a JSON object of keyword arguments, found {type(kwargs).__name__}"
+    params = inspect.signature(_REGISTRY[name][0]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None  # passed on (e.g. to the timm backbone), checked when the model is built
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        return f"unknown {unknown}; {name} takes {sorted(k for k in params if k != 'self')}"
+    return None
 
 
 def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
@@ -110,11 +130,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
-def load_trained(run_or_checkpoint: str | os.PathLike, which: str = "best", device: str = "cpu") -> KeypointModel:
+def load_trained(run_or_checkpoint: str | os.PathLike, which: str = "best", device: str = "cpu",
+                 expect: str | None = None) -> KeypointModel:
     """The trained model of a run directory (its best.pt or last.pt) or of a checkpoint file of
-    lib.train, built with the run's settings, with the weights its run validated, in eval mode."""
+    lib.train, built with the run's settings, with the weights its run validated, in eval mode.
+    `expect`: the model name it must be (e.g. the run's config.json); another is refused."""
     path = Path(run_or_checkpoint)
-    state = runs.read_checkpoint(path if path.is_file() else runs.Run(path).checkpoint_path(which))
+    state = runs.read_checkpoint(path if path.is_file() else runs.Run(path).checkpoint_path(which), expect)
     cfg = state["config"]
     model = create_model(cfg["model"], **cfg.get("model_kwargs", {}))
     model.load_state_dict(runs.checkpoint_weights(state))

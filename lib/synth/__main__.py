@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+from lib import cli
+
 from .dataset import SPLITS, render_dataset
 from .sheet import contact_sheet
 
@@ -25,11 +27,7 @@ def _render_main(argv: list[str]) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing split")
     a = ap.parse_args(argv)
     t0 = time.time()
-    try:
-        out = render_dataset(a.out, a.split, a.images, a.seed, workers=a.workers, overwrite=a.overwrite, verbose=True)
-    except (ValueError, FileExistsError, PermissionError, NotADirectoryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out = render_dataset(a.out, a.split, a.images, a.seed, workers=a.workers, overwrite=a.overwrite, verbose=True)
     dt = time.time() - t0
     print(f"wrote {a.images} images to {out} in {dt:.1f} s ({a.images / dt:.1f} img/s)")
     return 0
@@ -46,11 +44,16 @@ def _sheet_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "sheet":
         return _sheet_main(argv[1:])
     return _render_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import process as mp_process
 from pathlib import Path
 
 import cv2
@@ -163,7 +166,9 @@ def _check_writable(split_dir: Path) -> None:
         if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise PermissionError(e.errno, f"output directory {split_dir} is not writable ({e.strerror}); "
                                   f"expected a directory where files can be created", str(split_dir)) from e
-        raise
+        # e.g. /proc/x: the parent exists but refuses new entries (ENOENT), a full disk, a name too long
+        raise OSError(e.errno, f"output directory {split_dir} cannot be created ({e.strerror or e}); "
+                      f"expected a directory where files can be created", str(split_dir)) from e
 
 
 def _manifest(split: str, n_images: int, seed: int) -> dict:
@@ -222,6 +227,53 @@ def _prepare(split_dir: Path, split: str, n_images: int, seed: int, overwrite: b
     return False
 
 
+# ---------------------------------------------------------------- worker processes
+def _why_no_workers() -> str | None:
+    """Why worker processes could not start here, or None when they can.
+
+    forkserver and spawn workers re-import the main module: by name (python -m), else from its file.
+    A main module whose __file__ is no file (a script piped to `python -`, i.e. '<stdin>', or a
+    deleted script) makes every worker die at start-up, and multiprocessing would start new ones forever.
+    """
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) is not None:
+        return None
+    path = getattr(main, "__file__", None)
+    if path is None:  # interactive, python -c, a Jupyter kernel: nothing to re-import
+        return None
+    full = path if os.path.isabs(path) else os.path.join(mp_process.ORIGINAL_DIR or os.getcwd(), path)
+    if os.path.isfile(full):
+        return None
+    return (f"worker processes cannot re-import the main script {path!r} (not a file: a script read from "
+            f"standard input?)")
+
+
+def _render_in_pool(tasks: list, workers: int, collect, split: str) -> list:
+    """Run _job over tasks in `workers` processes, handing each result to collect; returns the tasks left
+    undone when a worker died (at start-up or later) instead of waiting forever."""
+    # not "fork": forking a process that already runs threads (torch, OpenCV, a Jupyter kernel,
+    # pytest after a training test) can deadlock the children on a lock held at fork time
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    done: set[int] = set()
+    chunksize = max(1, min(16, len(tasks) // (4 * workers)))
+    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_worker)
+    try:
+        for res in ex.map(_job, tasks, chunksize=chunksize):
+            collect(res)
+            done.add(res[0])
+    except BrokenProcessPool as e:
+        left = [t for t in tasks if t[3] not in done]
+        print(f"{split}: a worker process died ({e}); rendering the {len(left)} images left with 1 process",
+              file=sys.stderr)
+        ex.shutdown(wait=True, cancel_futures=True)
+        return left
+    except BaseException:  # Ctrl-C or an error in a job: do not wait for the queued images
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+    return []
+
+
 # ---------------------------------------------------------------- the split
 def render_dataset(out_dir: str | os.PathLike, split: str, n_images: int, seed: int, workers: int = 1,
                    overwrite: bool = False, verbose: bool = False) -> Path:
@@ -254,7 +306,12 @@ def render_dataset(out_dir: str | os.PathLike, split: str, n_images: int, seed: 
             print(f"{split}: {len(annos)}/{n_images} images ({reused} reused), {rate:.1f} img/s", file=sys.stderr)
 
     workers = min(int(workers), n_images)
-    if workers == 1:
+    if workers > 1 and (why := _why_no_workers()):
+        print(f"{split}: {why}; rendering with 1 process instead of {workers}", file=sys.stderr)
+        workers = 1
+    if workers > 1:
+        tasks = _render_in_pool(tasks, workers, collect, split)
+    if tasks:
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
@@ -262,13 +319,6 @@ def render_dataset(out_dir: str | os.PathLike, split: str, n_images: int, seed: 
                 collect(_job(task))
         finally:
             cv2.setNumThreads(threads)
-    else:
-        # not "fork": forking a process that already runs threads (torch, OpenCV, a Jupyter kernel,
-        # pytest after a training test) can deadlock the children on a lock held at fork time
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
-            for res in pool.imap_unordered(_job, tasks, chunksize=max(1, min(16, n_images // (4 * workers)))):
-                collect(res)
     # rebuild in index order with fresh objects: the pickle bytes must not depend on workers
     out = {i: annotation_entry(annos[i]["uv_vis"], annos[i]["xyz"], annos[i]["K"]) for i in range(n_images)}
     with atomic_open(split_dir / f"anno_{split}.pickle", "wb") as f:

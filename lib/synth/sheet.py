@@ -1,6 +1,7 @@
 """Contact sheet: synthetic renders with skeleton overlays beside real RHD frames (when present)."""
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     from lib.data import CROP_SIZE, usable_hand_crops
 
     out_png = Path(out_png)
+    if out_png.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{out_png}: expected the path of an image file to write, "
+                                f"found a directory", str(out_png))
     tiles, crops = [], []
     for i in range(n):
         s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
@@ -112,6 +116,10 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(sheet[:, :, ::-1]), params)
     if not ok:
         raise RuntimeError(f"could not encode the contact sheet for {out_png}")
-    with atomic_open(out_png, "wb") as f:
-        f.write(buf.tobytes())
+    try:
+        with atomic_open(out_png, "wb") as f:
+            f.write(buf.tobytes())
+    except OSError as e:  # e.g. a read-only or special file system: name the file asked for, not the temporary
+        raise OSError(e.errno, f"{out_png}: cannot be written ({e.strerror or e}); expected a writable directory "
+                      f"{out_png.parent}", str(out_png)) from e
     return out_png

@@ -1,0 +1,181 @@
+"""Nothing lost, nothing stale: the training run's faults (issue 11), each reproduced on tiny data."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lib import config, ensemble, predict, train
+from lib.models import create_model
+from lib.runs import Run, RunInUse, read_checkpoint
+
+MODEL = "hm_resnet18"
+
+
+def small(data_dir, out, **kw):
+    return {**dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(data_dir), out_dir=str(out),
+                   limit_train=16, batch_size=8, workers=0, seed=3), **kw}
+
+
+def test_a_non_finite_epoch_saves_nothing(tiny_data, tmp_path):
+    """--lr 1e6 on a good run: BatchNorm statistics and validation go non-finite; last.pt, best.pt
+    and config.json stay the good ones, and the error names the last good checkpoint."""
+    run = Run(train.fit(**small(tiny_data, tmp_path, run="r", epochs=1)))
+    good = {p.name: p.read_bytes() for p in (run.checkpoint_path("last"), run.checkpoint_path("best"), run.config_path)}
+    with pytest.raises(FloatingPointError, match=r"not finite after epoch 2: .*nothing saved.*last\.pt"):
+        train.fit(**small(tiny_data, tmp_path, run="r", epochs=2, lr=1e6))
+    assert {name: (run.dir / name).read_bytes() for name in good} == good
+
+
+def test_checkpoint_and_log_agree_after_a_kill_between_them(tiny_data, tmp_path, monkeypatch):
+    real = Run.write_history
+
+    def killed_in_epoch_2(self, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt("killed after last.pt, before log.csv")
+        return real(self, rows)
+
+    monkeypatch.setattr(Run, "write_history", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(**small(tiny_data, tmp_path, run="k", epochs=3))
+    monkeypatch.setattr(Run, "write_history", real)
+    run = Run(tmp_path / "k")
+    assert read_checkpoint(run.checkpoint_path("last"))["state"]["epoch"] == 2 and len(run.history()) == 1
+    train.fit(**small(tiny_data, tmp_path, run="k", epochs=3))
+    assert run.history()["epoch"].tolist() == [1, 2, 3]
+
+
+def test_a_second_process_cannot_take_a_busy_run_and_a_dead_ones_lock_is_taken_over(tiny_data, tmp_path, capsys):
+    run = Run(tmp_path / "busy")
+    with run.lock("training"):
+        with pytest.raises(RunInUse, match=rf"busy: in use by process {os.getpid()} .*training.*another run name"):
+            train.fit(**small(tiny_data, tmp_path, run="busy", epochs=1))
+    assert not run.checkpoint_path("last").exists()
+    # a process holding the lock is killed: the next start takes the run over
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lib.runs import Run\n"
+                               f"with Run({str(run.dir)!r}).lock('training'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], stdout=subprocess.PIPE, text=True, cwd=train.REPO)
+    assert holder.stdout.readline().strip() == "held"
+    (run.dir / ".last.pt.x1y2.tmp.pt").write_bytes(b"half a checkpoint")  # its kill interrupted a write
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    train.fit(**small(tiny_data, tmp_path, run="busy", epochs=1))
+    assert f"taking over from process {holder.pid}" in capsys.readouterr().out
+    assert run.checkpoint_path("last").exists() and not list(run.dir.glob(".*.tmp*"))
+
+
+def test_a_fresh_start_removes_the_old_runs_files_and_stale_predictions_are_not_used(tiny_data, tmp_path, monkeypatch,
+                                                                                    capsys):
+    run = Run(train.fit(**small(tiny_data, tmp_path, run="s", epochs=1)))
+    predict.predict_run(run)
+    assert run.stale_predictions() is None and [r.name for r in ensemble.load_runs(tmp_path)] == ["s"]
+    # trained further: best.pt is newer than the predictions
+    os.utime(run.checkpoint_path("best"), ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert "another best.pt" in run.stale_predictions()
+    assert ensemble.load_runs(tmp_path) == [] and "leaving out s: its predictions are stale" in capsys.readouterr().out
+    # restarted from scratch and killed in its first epoch: nothing of the old run is left
+    monkeypatch.setattr(train.Trainer, "_step", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(**small(tiny_data, tmp_path, run="s", epochs=1, resume=False))
+    assert [p.name for p in run.artefacts() if p.exists()] == []
+    assert ensemble.load_runs(tmp_path) == []
+
+
+def test_another_models_checkpoint_in_a_run_is_refused(tiny_data, tmp_path):
+    run = Run(train.fit(**small(tiny_data, tmp_path, run="m", epochs=1)))
+    run.save_checkpoint("best", {"model": create_model("cpm").state_dict(), "ema": None,
+                                 "config": {"model": "cpm", "model_kwargs": {}}})
+    with pytest.raises(ValueError, match=f"best.pt: a checkpoint of model 'cpm', expected '{MODEL}'"):
+        predict.predict_run(run)
+    assert not run.metrics_path.exists()
+
+
+def test_other_hands_in_the_data_are_refused_and_a_relative_data_dir_works_from_anywhere(tiny_data, tmp_path,
+                                                                                          monkeypatch):
+    data_dir = tmp_path / "d"
+    shutil.copytree(tiny_data, data_dir, ignore=shutil.ignore_patterns("cache", "split.json"))
+    monkeypatch.chdir(tmp_path)
+    run = Run(train.fit(**small("d", tmp_path / "runs", run="h", epochs=1)))
+    assert run.config()["data_dir"] == str(data_dir.resolve())
+    monkeypatch.chdir("/")
+    predict.predict_run(run)  # the run's data is found from another directory
+    with h5py.File(data_dir / "training.h5", "r+") as f:  # same size, hands in another order
+        for key in ("img", "kp_2D", "vis_2D"):
+            f["train"][key][...] = f["train"][key][...][::-1]
+    with pytest.raises(ValueError, match="trained on other hands than .*training.h5 holds now"):
+        predict.predict_run(run)
+    with pytest.raises(ValueError, match="last.pt: trained on other hands"):
+        train.fit(**small(data_dir, tmp_path / "runs", run="h", epochs=2))
+
+
+def test_the_wall_clock_budget_holds_when_steps_slow_down(tiny_data, tmp_path, monkeypatch):
+    """2 steps per epoch (the old calibration needed 7 in one epoch), steps that get 10x slower
+    after calibration: the run still stops at its budget and says so in the log."""
+    real = train.Trainer._step
+    slow_after = {"n": 0}
+
+    def slowing(self, net, batch, lr):
+        slow_after["n"] += 1
+        time.sleep(0.01 if slow_after["n"] <= 8 else 0.3)
+        return real(self, net, batch, lr)
+
+    monkeypatch.setattr(train.Trainer, "_step", slowing)
+    budget = 0.05  # minutes
+    t = time.perf_counter()
+    run = Run(train.fit(**small(tiny_data, tmp_path, run="b", epochs=1000, budget_minutes=budget)))
+    log = run.history()
+    assert log["stopped_by"].iloc[-1] == "budget"
+    assert log["elapsed_s"].iloc[-1] < budget * 60 + 2.0, log[["step", "elapsed_s"]]
+    assert time.perf_counter() - t < budget * 60 + 30  # validation of each epoch included
+    assert read_checkpoint(run.checkpoint_path("last"))["state"]["finished"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("batch_size", 0, "--batch-size: expected an integer >= 1, found 0"),
+    ("epochs", -1, "--epochs: expected an integer >= 1"),
+    ("schedule", "linear", "--schedule: expected one of \\['constant', 'cosine'\\], found 'linear'"),
+    ("amp", "fp32", "amp: expected one of"),
+    ("device", "tpu", "device: expected auto, cpu, cuda or cuda:N, found 'tpu'"),
+    ("model_kwargs", {"depth": 3}, "--model-kwargs .*unknown \\['depth'\\]"),
+    ("model_kwargs", [1], "--model-kwargs: expected a JSON object"),
+    ("workers", -1, "--workers: expected an integer >= 0"),
+    ("lr", float("nan"), "--lr: expected a number > 0"),
+    ("ema", 1.0, "--ema: expected a decay in \\[0, 1\\)"),
+    ("val_fraction", 1.5, "--val-fraction: expected a number in \\(0, 1\\)"),
+    ("budget_minutes", 0, "--budget-minutes: expected minutes > 0"),
+    ("run", "../elsewhere", "--run: expected a name"),
+])
+def test_bad_training_options_are_one_clear_line(tiny_data, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        config.TrainConfig(model="resnet34", data_dir=str(tiny_data), **{option: value}).resolved()
+
+
+def test_the_saved_split_follows_val_fraction(tiny_data, tmp_path):
+    from lib import data
+
+    cache = data.build_cache(tiny_data / "training.h5")
+    ids = cache.image_ids
+    a = data.load_or_make_split(tmp_path, ids, "src", val_fraction=0.1)
+    b = data.load_or_make_split(tmp_path, ids, "src", val_fraction=0.5)
+    assert b.sum() > a.sum()
+    assert np.array_equal(data.load_or_make_split(tmp_path, ids, "src", val_fraction=0.5), b)  # then kept
+
+
+def test_two_processes_building_one_crop_cache(tiny_data, tmp_path):
+    shutil.copytree(tiny_data, tmp_path / "d", ignore=shutil.ignore_patterns("cache", "split.json"))
+    code = ("from lib import data\n"
+            f"c = data.build_cache({str(tmp_path / 'd' / 'training.h5')!r})\n"
+            "print(len(c), int(c.crop[len(c) - 1].sum()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=train.REPO) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
+    assert outs[0][0] == outs[1][0]
+    assert [p.name for p in (tmp_path / "d" / "cache").iterdir()] and not list((tmp_path / "d" / "cache").glob(".*"))
