@@ -125,6 +125,66 @@ def degenerate_hands(kp: np.ndarray) -> np.ndarray:
     return (kp.max(axis=-2) - kp.min(axis=-2)).max(axis=-1) < 1.0
 
 
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H,W,3) uint8 RGB: grayscale is repeated, alpha composited on black,
+    16-bit scaled to 8; a missing or unreadable file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DataError(f"{path}: expected a readable image (PNG, JPEG, ...), found a file OpenCV cannot decode")
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DataError(f"{path}: expected 8- or 16-bit pixels, found {img.dtype}")
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[2] == 4:  # BGRA: composite on black, the colour of the crop's padding
+        a = img[..., 3:4].astype(np.float32) / 255
+        img = np.round(img[..., :3] * a).astype(np.uint8)
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    return np.ascontiguousarray(img[..., 2::-1])
+
+
+def image_view(image: np.ndarray, box: tuple[float, float, float, float] | None = None,
+               margin: float = MARGIN / 100) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The network's 128x128 view of a hand in an image of any size, and (x0, y0, side) of the square
+    it shows (in image pixels; parts outside the image are black).
+
+    Without a box the whole image is the hand crop (padded to a square, centred). With a box
+    (x0, y0, x1, y1: the hand's extent, e.g. a detector's), the competition's conventions: each side
+    grows by `margin` times the longer side (the competition adds 8 px to the keypoint box of hands
+    ~100 px tall: 0.08), the shorter side is extended to a square about the centre, and the square is
+    resized (bilinear) to 128. `to_image` maps the predicted labels back."""
+    h, w = image.shape[:2]
+    if box is None:
+        side = float(max(h, w))
+        x0, y0 = (w - side) / 2, (h - side) / 2
+    else:
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+        if not all(np.isfinite([bx0, by0, bx1, by1])) or bx1 <= bx0 or by1 <= by0:
+            raise ValueError(f"box: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0, found {box}")
+        if bx1 <= 0 or by1 <= 0 or bx0 >= w or by0 >= h:
+            raise ValueError(f"box: expected a box overlapping the {w}x{h} image, found {box}")
+        side = max(bx1 - bx0, by1 - by0) * (1 + 2 * margin)
+        x0, y0 = (bx0 + bx1 - side) / 2, (by0 + by1 - side) / 2
+    s = CROP_SIZE / side
+    a = 1.0 / s  # crop pixel j samples image x0 + (j + 0.5) / s - 0.5, as cv2.resize does
+    m = np.array([[a, 0, x0 + 0.5 * a - 0.5], [0, a, y0 + 0.5 * a - 0.5]])
+    view = cv2.warpAffine(image, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return view, (x0, y0, side)
+
+
+def to_image(kp: np.ndarray, square: tuple[float, float, float]) -> np.ndarray:
+    """Competition labels (N?,21,2) of a view made by image_view -> pixel coordinates in the image
+    (the competition's convention: label = (image position - x0) * 128 / side)."""
+    x0, y0, side = square
+    return np.asarray(kp, np.float64) * (side / CROP_SIZE) + (x0, y0)
+
+
 def label_from_pixels(p: np.ndarray, s: np.ndarray | float) -> np.ndarray:
     """Competition label of pixel-centre points p in a 128 crop made at scale s."""
     return (p - (np.asarray(s, np.float32)[..., None, None] - 1) / 2).astype(np.float32)

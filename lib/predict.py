@@ -2,6 +2,12 @@
 
     python -m lib.predict --run resnet34_paper_cpu             # val + test predictions, submission.csv
     python -m lib.predict --run NAME --rotations 10 -10        # add rotation TTA
+    python -m lib.predict image hand.jpg [more.png ...] --run NAME [--box x0,y0,x1,y1] [--out DIR]
+
+`image`: any JPEG/PNG; without --box the whole image is taken as the hand crop (padded to a
+square), with it the competition's crop conventions apply (lib.data.image_view). Per image it
+writes NAME.joints.json (21 joints in RHD order with names, in the image's pixels, and the box
+used) and NAME.joints.png (the skeleton on the original image).
 
 Labels follow the competition's convention: a crop made at scale s (crop px per source px)
 has label = pixel-centre position - (s - 1) / 2. A flip maps label x to 128 - s - x, so the
@@ -14,15 +20,16 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib import cli, data, metrics
+from lib import cli, data, io, metrics, viz
 from lib.config import autocast, resolve_amp, resolve_device
-from lib.joints import NUM_JOINTS
+from lib.joints import NAMES as JOINT_NAMES, NUM_JOINTS
 from lib.models import load_trained
 from lib.runs import Run, labels_fingerprint
 from lib.submit import read_submission, validate_submission, write_submission
@@ -117,11 +124,78 @@ def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: 
         return result
 
 
+def predict_image(model: torch.nn.Module, image: np.ndarray, box: Sequence[float] | None = None,
+                  flip: bool = True, rotations: Sequence[float] = (), device: str = "auto",
+                  margin: float = data.MARGIN / 100) -> dict:
+    """The 21 joints of the hand in an RGB image of any size, in the image's pixels (see lib.data.image_view:
+    without a box the whole image is the hand crop). Returns {"kp": (21, 2), "square": (x0, y0, side),
+    "view": the 128x128 crop the network saw, "whole_image": bool}."""
+    view, square = data.image_view(image, box, margin)
+    kp = predict(model, view[None], flip, rotations, device=device)[0]
+    return {"kp": data.to_image(kp, square), "square": square, "view": view, "whole_image": box is None}
+
+
+def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | Run, box: Sequence[float] | None = None,
+                   out_dir: str | os.PathLike | None = None, flip: bool = True, device: str = "auto") -> list[dict]:
+    """predict_image for image files with a run's best model; writes <stem>.joints.json and
+    <stem>.joints.png per image into out_dir (default: beside each image). Returns the JSON records."""
+    run = run if isinstance(run, Run) else Run.find(run)
+    images = [(Path(p), data.read_image(p)) for p in paths]  # every image readable before any work
+    model = load_trained(run.dir, "best", expect=run.config()["model"])
+    records = []
+    for path, image in images:
+        r = predict_image(model, image, box, flip, device=device)
+        x0, y0, side = r["square"]
+        record = {"image": str(path), "size": [image.shape[1], image.shape[0]], "run": str(run.dir),
+                  "model": run.config()["model"], "tta": {"flip": flip},
+                  "box": None if box is None else [float(v) for v in box],
+                  "crop": {"x0": x0, "y0": y0, "side": side, "whole_image": r["whole_image"]},
+                  "joints": [{"id": j, "name": JOINT_NAMES[j], "x": float(x), "y": float(y)}
+                             for j, (x, y) in enumerate(r["kp"])]}
+        out = Path(out_dir) if out_dir is not None else path.parent
+        io.write_json(out / f"{path.stem}.joints.json", record)
+        thick = max(1, round(max(image.shape[:2]) / 300))
+        viz.save_png(out / f"{path.stem}.joints.png", viz.draw_skeleton(image, r["kp"], thickness=thick))
+        records.append(record)
+    return records
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        box = tuple(float(v) for v in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (4 numbers), found {text!r}")
+    return box
+
+
+def _image_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.predict image", description=predict_images.__doc__)
+    ap.add_argument("images", nargs="+", help="JPEG/PNG files")
+    ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
+    ap.add_argument("--box", type=_parse_box, help="x0,y0,x1,y1: the hand's extent (same for every image); "
+                    "default: the whole image is the hand crop")
+    ap.add_argument("--out", help="output directory (default: beside each image)")
+    ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    for r in predict_images(args.images, args.run, args.box, args.out, not args.no_flip, args.device):
+        where = "the whole image as the hand crop" if r["box"] is None else f"box {r['box']}"
+        print(f"{r['image']}: 21 joints ({where}) -> {Path(args.out or Path(r['image']).parent) / Path(r['image']).stem}"
+              f".joints.json/.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli.run(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["image"]:
+        return _image_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
