@@ -30,24 +30,23 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import json
 import platform
 import shlex
 import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from lib import cli
-from lib.data import CROP_SIZE, competition_crop, usable_hand_crops
+from lib.data import CROP_SIZE, usable_hand_crops
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
+from lib.metrics import box_scores
+from lib.reference import SHARED, HandSet, photo_hands, rhd_hands
 from lib.paths import REPO, baselines, data_root
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
@@ -58,7 +57,6 @@ INPUT = 224          # the landmark network's input side
 ROI_SCALE = 1.3      # the network sees this many crop sides (measured best for real RHD frames and photos: 1.2-1.4)
 MIDDLE_MCP = 12      # our joint order: wrist 0, middle finger tip..mcp 9..12
 SETTINGS = ("upright", "as-is", "best-rot")
-SHARED = REPO.parent / "shared" / "reference"
 # baseline folder (outputs/baselines/<folder>, board row baseline_<folder>) and its model column
 BASELINES = {"as-is": ("mediapipe_as-is", "MediaPipe Hands landmark net, crop as-is"),
              "best-rot": ("mediapipe_best-rot", "MediaPipe Hands landmark net, best of 8 rotations by its hand presence"),
@@ -78,27 +76,6 @@ class MeterUnavailable(cli.UserError, RuntimeError):
 
 
 # ---------------------------------------------------------------- scoring (no model needed)
-def score(pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray | None = None,
-          alpha: float = 0.2) -> dict[str, float]:
-    """PCK@alpha (box-normalised), EPE and kaggle MSE of (N,21,2) predictions in crop pixels,
-    over all joints, or over the `labelled` (N,21) ones (photos with unannotated joints)."""
-    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (NUM_JOINTS, 2):
-        raise ValueError(f"pred and gt: expected equal shapes (N, 21, 2), found {pred.shape} and {gt.shape}")
-    m = np.ones(gt.shape[:2], bool) if labelled is None else np.asarray(labelled, bool)
-    if m.shape != gt.shape[:2]:
-        raise ValueError(f"labelled: expected shape {gt.shape[:2]}, found {m.shape}")
-    if not m.any():
-        return {"n": int(len(gt)), "pck": float("nan"), "epe": float("nan"), "mse": float("nan")}
-    d = np.linalg.norm(pred - gt, axis=-1)
-    box = np.where(m[..., None], gt, np.nan)
-    with warnings.catch_warnings():  # hands without a labelled joint: NaN threshold, never used
-        warnings.simplefilter("ignore", RuntimeWarning)
-        thr = alpha * np.nanmax(np.nanmax(box, axis=1) - np.nanmin(box, axis=1), axis=1)[:, None]
-    return {"n": int(len(gt)), "pck": float((d < thr)[m].mean()), "epe": float(d[m].mean()),
-            "mse": float(np.mean(((pred - gt) ** 2)[m]))}
-
-
 def upright_angle(kp: np.ndarray) -> float:
     """Rotation (radians, image coordinates) that turns the wrist -> middle-MCP line to point up."""
     v = np.asarray(kp[MIDDLE_MCP], np.float64) - np.asarray(kp[0], np.float64)
@@ -189,23 +166,6 @@ def judge_crops(judge: Judge, crops: np.ndarray, gt: np.ndarray | None, setting:
 
 
 # ---------------------------------------------------------------- the hands
-@dataclass
-class HandSet:
-    name: str
-    crops: np.ndarray     # (N,128,128,3) uint8 RGB
-    kp: np.ndarray        # (N,21,2) crop pixels
-    labelled: np.ndarray | None = None  # (N,21) bool; None = all joints annotated
-
-
-def square_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The competition crop of a hand in an image of any size (zero-padded to a square first)."""
-    h, w = image.shape[:2]
-    s = max(h, w)
-    sq = np.zeros((s, s, 3), np.uint8)
-    sq[:h, :w] = image
-    return competition_crop(sq, kp)
-
-
 def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandSet:
     """Competition crops of every usable hand in n evaluation-split renders (as lib.data builds the test set);
     single: one hand alone per image instead (lib.synth.render_single_hand: its appearance only)."""
@@ -218,48 +178,6 @@ def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandS
             kps.append(k)
     name = f"synthetic, single hands alone (seed {seed})" if single else f"synthetic (seed {seed}, {n_images} images)"
     return HandSet(name, np.stack(crops), np.stack(kps))
-
-
-def rhd_hands(reference: Path = SHARED) -> HandSet | None:
-    """The real RHD frames in ../shared/reference (None when absent)."""
-    js = reference / "rhd_samples" / "test_rhd.json"
-    if not js.is_file():
-        return None
-    meta = json.loads(js.read_text())
-    names = {im["id"]: im["file_name"] for im in meta["images"]}
-    crops, kps = [], []
-    for ann in meta["annotations"]:
-        img = cv2.imread(str(js.parent / names[ann["image_id"]]), cv2.IMREAD_COLOR)[..., ::-1]
-        c, k = competition_crop(np.ascontiguousarray(img), np.array(ann["keypoints"], np.float64).reshape(21, 3)[:, :2])
-        crops.append(c)
-        kps.append(k)
-    return HandSet("real RHD frames", np.stack(crops), np.stack(kps))
-
-
-def photo_hands(reference: Path = SHARED) -> HandSet | None:
-    """Real photographs (FreiHAND, OneHand10K, Panoptic) in ../shared/reference, duplicates dropped."""
-    folder = reference / "real_hands"
-    if not folder.is_dir():
-        return None
-    crops, kps, lab, seen = [], [], [], set()
-    for js in sorted(folder.glob("*/*.json")):
-        meta = json.loads(js.read_text())
-        names = {im["id"]: im["file_name"] for im in meta["images"]}
-        for ann in meta["annotations"]:
-            kp = np.array(ann["keypoints"], np.float64).reshape(21, 3)[FROM_BASE_TIP]
-            img = cv2.imread(str(js.parent / names[ann["image_id"]]), cv2.IMREAD_COLOR)
-            if img is None or hash(img.tobytes()) in seen:  # Panoptic frames are stored twice
-                continue
-            seen.add(hash(img.tobytes()))
-            ok = ~(kp[:, :2] == 0).all(axis=1)  # OneHand10K: missing joints are (0, 0)
-            pts = np.where(ok[:, None], kp[:, :2], kp[ok, :2].mean(axis=0))
-            c, k = square_crop(np.ascontiguousarray(img[..., ::-1]), pts)
-            crops.append(c)
-            kps.append(k)
-            lab.append(ok)
-    if not crops:
-        return None
-    return HandSet("real photos", np.stack(crops), np.stack(kps), np.stack(lab))
 
 
 # ---------------------------------------------------------------- provenance, fetch
@@ -325,7 +243,7 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
         if hs is None:
             continue
         for st in settings:
-            rows.append((hs.name, st, score(judge_crops(judge, hs.crops, hs.kp, st), hs.kp, hs.labelled)))
+            rows.append((hs.name, st, box_scores(judge_crops(judge, hs.crops, hs.kp, st), hs.kp, hs.labelled)))
     return rows
 
 

@@ -5,6 +5,8 @@ optional (N,21) visibility mask.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -103,3 +105,24 @@ def per_joint(pred, gt, vis=None) -> pd.DataFrame:
         table["epe_visible"] = [d[m[:, j], j].mean() if m[:, j].any() else np.nan for j in range(d.shape[1])]
         table["visible"] = m.mean(axis=0)
     return table
+
+
+def box_scores(pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray | None = None,
+          alpha: float = 0.2) -> dict[str, float]:
+    """PCK@alpha (box-normalised), EPE and kaggle MSE of (N,21,2) predictions in crop pixels,
+    over all joints, or over the `labelled` (N,21) ones (photos with unannotated joints)."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (NUM_JOINTS, 2):
+        raise ValueError(f"pred and gt: expected equal shapes (N, 21, 2), found {pred.shape} and {gt.shape}")
+    m = np.ones(gt.shape[:2], bool) if labelled is None else np.asarray(labelled, bool)
+    if m.shape != gt.shape[:2]:
+        raise ValueError(f"labelled: expected shape {gt.shape[:2]}, found {m.shape}")
+    if not m.any():
+        return {"n": int(len(gt)), "pck": float("nan"), "epe": float("nan"), "mse": float("nan")}
+    d = np.linalg.norm(pred - gt, axis=-1)
+    box = np.where(m[..., None], gt, np.nan)
+    with warnings.catch_warnings():  # hands without a labelled joint: NaN threshold, never used
+        warnings.simplefilter("ignore", RuntimeWarning)
+        thr = alpha * np.nanmax(np.nanmax(box, axis=1) - np.nanmin(box, axis=1), axis=1)[:, None]
+    return {"n": int(len(gt)), "pck": float((d < thr)[m].mean()), "epe": float(d[m].mean()),
+            "mse": float(np.mean(((pred - gt) ** 2)[m]))}

@@ -160,6 +160,32 @@ def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | 
     return records
 
 
+def check_real_hands(run: str | os.PathLike | Run, reference=None, device: str = "auto"
+                     ) -> tuple["pd.DataFrame | None", np.ndarray | None]:
+    """The sim-to-real check: a run's best model (flip TTA) on the real hands of lib.reference, scored
+    as the realism meter scores (PCK@0.2 of the keypoint box, EPE in crop px, kaggle MSE over the
+    annotated joints). Returns (a table per set, a picture: ground truth white, prediction in colour),
+    or (None, None) with a notice when the reference folder is absent."""
+    import pandas as pd
+
+    from lib import reference as ref
+
+    hand_sets = ref.real_hands(*(() if reference is None else (reference,)))
+    if not hand_sets:
+        return None, None
+    run = run if isinstance(run, Run) else Run.find(run)
+    model = load_trained(run.dir, "best", expect=run.config()["model"])
+    rows, tiles, labels = [], [], []
+    for hands in hand_sets:
+        pred = predict(model, hands.crops, device=device)
+        rows.append({"hands": hands.name, **metrics.box_scores(pred, hands.kp, hands.labelled)})
+        tiles += [viz.compare(c, p, k) for c, p, k in zip(hands.crops, pred, hands.kp)]
+        labels += [f"{hands.name.split()[-1]} {i}" for i in range(len(hands.crops))]
+    table = pd.DataFrame(rows).rename(columns={"pck": "PCK@0.2", "epe": "EPE (px)", "mse": "kaggle MSE"})
+    table.insert(0, "run", run.name)
+    return table, viz.grid(tiles, cols=6, labels=labels)
+
+
 def _parse_box(text: str) -> tuple[float, float, float, float]:
     parts = text.split(",")
     try:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # lower layers first; a module may import only from modules before it (README, Architecture)
-LAYERS = ["cli", "paths", "io", "joints", "data", "runs", "metrics", "viz", "synth", "augment", "samplers", "codecs",
-          "models", "config", "train", "submit", "predict", "ensemble", "eda", "pipeline"]
+LAYERS = ["cli", "paths", "io", "joints", "data", "reference", "runs", "metrics", "viz", "synth", "augment", "samplers", "codecs",
+          "models", "config", "train", "submit", "predict", "ensemble", "export", "eda", "pipeline"]
 RUN_FILES = {"config.json", "log.csv", "last.pt", "best.pt", "val_index.npy", "val_pred.npy", "test_pred.npy",
              "val_metrics.json", "per_joint.csv", "submission.csv", "curves.png", "worst.png"}
 

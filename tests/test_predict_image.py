@@ -93,3 +93,16 @@ def test_the_command_and_its_bad_inputs(trained, tmp_path, capsys):
         predict.main(["image", str(tmp_path / "hand.png"), "--run", str(run.dir), "--box", "1,2,3"])
     assert e.value.code == 2 and "expected x0,y0,x1,y1 (4 numbers)" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.joints.*"))  # nothing written by the failures
+
+
+def test_the_sim_to_real_check_runs_on_the_real_hands_and_skips_without_them(trained, tmp_path, capsys):
+    run, _, _ = trained
+    assert predict.check_real_hands(run, reference=tmp_path / "absent", device="cpu") == (None, None)
+    assert "no real hands in" in capsys.readouterr().out
+
+
+def test_the_sim_to_real_check_on_the_reference_hands(trained, shared_reference):
+    run, _, _ = trained
+    table, picture = predict.check_real_hands(run, reference=shared_reference, device="cpu")
+    assert list(table["hands"]) == ["real RHD frames", "real photos"] and (table["n"] > 0).all()
+    assert table["PCK@0.2"].between(0, 1).all() and (table["EPE (px)"] > 0).all() and picture.ndim == 3

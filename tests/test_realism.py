@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import realism
-from lib import data, ensemble, io
+from lib import data, ensemble, io, metrics, reference
 from lib.ensemble import RunPredictions
 from lib.runs import Run
 from lib.submit import read_submission
@@ -31,7 +31,7 @@ def test_score_hand_computed():
     pred = gt.copy()
     pred[0, 0] += (3, 4)          # 5 px > 2: a miss
     pred[1] += (0, 3)             # 3 px < 4 on every joint: hits
-    s = realism.score(pred, gt)
+    s = metrics.box_scores(pred, gt)
     assert s["n"] == 2
     assert s["pck"] == pytest.approx(41 / 42)
     assert s["epe"] == pytest.approx((5 + 21 * 3) / 42)
@@ -39,9 +39,9 @@ def test_score_hand_computed():
     # the same with joint 0 of hand 0 unannotated (inside the box, so the thresholds stay)
     lab = np.ones((2, 21), bool)
     lab[0, 0] = False
-    s = realism.score(pred, gt, lab)
+    s = metrics.box_scores(pred, gt, lab)
     assert (s["pck"], s["epe"], s["mse"]) == pytest.approx((1.0, 63 / 41, 189 / 82))
-    assert realism.score(pred, gt, alpha=0.1)["pck"] == pytest.approx(20 / 42)  # thresholds 1 and 2
+    assert metrics.box_scores(pred, gt, alpha=0.1)["pck"] == pytest.approx(20 / 42)  # thresholds 1 and 2
 
 
 def test_score_box_uses_labelled_joints_only():
@@ -51,19 +51,19 @@ def test_score_box_uses_labelled_joints_only():
     pred[0, 4] += (0, 1.0)             # 2.5 px: a miss with the 10 px box, a hit with the 1000 px one
     lab = np.ones((1, 21), bool)
     lab[0, 3] = False
-    assert realism.score(pred, gt, lab)["pck"] == pytest.approx(19 / 20)
-    assert realism.score(pred, gt)["pck"] == 1.0
-    assert np.isnan(realism.score(pred, gt, np.zeros((1, 21), bool))["pck"])
+    assert metrics.box_scores(pred, gt, lab)["pck"] == pytest.approx(19 / 20)
+    assert metrics.box_scores(pred, gt)["pck"] == 1.0
+    assert np.isnan(metrics.box_scores(pred, gt, np.zeros((1, 21), bool))["pck"])
 
 
 def test_score_shape_errors():
     gt = np.zeros((2, 21, 2))
     with pytest.raises(ValueError, match="equal shapes"):
-        realism.score(gt[:, :20], gt)
+        metrics.box_scores(gt[:, :20], gt)
     with pytest.raises(ValueError, match="equal shapes"):
-        realism.score(gt[0], gt[0])
+        metrics.box_scores(gt[0], gt[0])
     with pytest.raises(ValueError, match="labelled"):
-        realism.score(gt, gt, np.ones((2, 20), bool))
+        metrics.box_scores(gt, gt, np.ones((2, 20), bool))
 
 
 # ---------------------------------------------------------------- geometry
@@ -95,7 +95,7 @@ def test_square_crop_of_a_wide_photo():
     img[100:110, 240:250] = (255, 0, 0)
     kp = np.tile([[150.0, 100.0]], (21, 1))
     kp[1], kp[2], kp[3] = (250, 110), (100, 90), (245, 105)  # a wide box: the crop reaches below the photo
-    crop, k = realism.square_crop(img, kp)
+    crop, k = reference.square_crop(img, kp)
     assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
     padded = np.zeros((300, 300, 3), np.uint8)
     padded[:120] = img
@@ -161,9 +161,9 @@ def test_out_writes_the_realism_section(tmp_path, monkeypatch):
 def test_judge_reads_real_rhd_frames(shared_reference):
     if not realism.model_path().is_file() or importlib.util.find_spec("ai_edge_litert") is None:
         pytest.skip("no judge model (python -m benchmarks.realism fetch)")
-    hands = realism.rhd_hands(shared_reference)
+    hands = reference.rhd_hands(shared_reference)
     assert hands is not None
-    s = realism.score(realism.judge_crops(realism.Judge(), hands.crops, hands.kp, "upright"), hands.kp)
+    s = metrics.box_scores(realism.judge_crops(realism.Judge(), hands.crops, hands.kp, "upright"), hands.kp)
     assert s["pck"] > 0.8, s
 
 
