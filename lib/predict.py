@@ -98,6 +98,7 @@ def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: 
     when the data has other hands than the run was trained on (its validation index would point
     at other hands)."""
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    run.config()  # a missing run is an error before anything is created
     with run.lock("predicting"):
         cfg = run.config()
         stamp = run.checkpoint_stamp("best")

@@ -179,3 +179,9 @@ def test_two_processes_building_one_crop_cache(tiny_data, tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
     assert outs[0][0] == outs[1][0]
     assert [p.name for p in (tmp_path / "d" / "cache").iterdir()] and not list((tmp_path / "d" / "cache").glob(".*"))
+
+
+def test_predicting_a_missing_run_creates_nothing(tmp_path, capsys):
+    assert predict.main(["--run", str(tmp_path / "runs" / "nope")]) == 2
+    assert "nope/config.json: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
