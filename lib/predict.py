@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from lib import cli, data, io, metrics, viz
+from lib import reference as reference_hands
 from lib.config import autocast, resolve_amp, resolve_device
 from lib.joints import NAMES as JOINT_NAMES, NUM_JOINTS
 from lib.models import load_trained
@@ -98,9 +100,8 @@ def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: 
     when the data has other hands than the run was trained on (its validation index would point
     at other hands)."""
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    run.config()  # a missing run is an error before anything is created
+    cfg = run.config()  # a missing run is an error before the lock creates anything
     with run.lock("predicting"):
-        cfg = run.config()
         stamp = run.checkpoint_stamp("best")
         model = load_trained(run.dir, "best", expect=cfg["model"])
         files = data.find_data(cfg["data_dir"])
@@ -142,13 +143,14 @@ def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | 
     <stem>.joints.png per image into out_dir (default: beside each image). Returns the JSON records."""
     run = run if isinstance(run, Run) else Run.find(run)
     images = [(Path(p), data.read_image(p)) for p in paths]  # every image readable before any work
-    model = load_trained(run.dir, "best", expect=run.config()["model"])
+    cfg = run.config()
+    model = load_trained(run.dir, "best", expect=cfg["model"])
     records = []
     for path, image in images:
         r = predict_image(model, image, box, flip, device=device)
         x0, y0, side = r["square"]
         record = {"image": str(path), "size": [image.shape[1], image.shape[0]], "run": str(run.dir),
-                  "model": run.config()["model"], "tta": {"flip": flip},
+                  "model": cfg["model"], "tta": {"flip": flip},
                   "box": None if box is None else [float(v) for v in box],
                   "crop": {"x0": x0, "y0": y0, "side": side, "whole_image": r["whole_image"]},
                   "joints": [{"id": j, "name": JOINT_NAMES[j], "x": float(x), "y": float(y)}
@@ -162,16 +164,12 @@ def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | 
 
 
 def check_real_hands(run: str | os.PathLike | Run, reference=None, device: str = "auto"
-                     ) -> tuple["pd.DataFrame | None", np.ndarray | None]:
+                     ) -> tuple[pd.DataFrame | None, np.ndarray | None]:
     """The sim-to-real check: a run's best model (flip TTA) on the real hands of lib.reference, scored
     as the realism meter scores (PCK@0.2 of the keypoint box, EPE in crop px, kaggle MSE over the
     annotated joints). Returns (a table per set, a picture: ground truth white, prediction in colour),
     or (None, None) with a notice when the reference folder is absent."""
-    import pandas as pd
-
-    from lib import reference as ref
-
-    hand_sets = ref.real_hands(*(() if reference is None else (reference,)))
+    hand_sets = reference_hands.real_hands(*(() if reference is None else (reference,)))
     if not hand_sets:
         return None, None
     run = run if isinstance(run, Run) else Run.find(run)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.data import competition_crop
+from lib.data import competition_crop, read_image
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.paths import REPO
 
@@ -42,19 +42,23 @@ def square_crop(image: np.ndarray, kp: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return competition_crop(sq, kp)
 
 
-def rhd_hands(reference: Path = SHARED) -> HandSet | None:
-    """The real RHD frames in ../shared/reference (None when absent)."""
+def rhd_frames(reference: Path = SHARED) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The real RHD frames: (file name, 320x320 RGB image, (21, 3) keypoints [u, v, visible]); [] when absent."""
     js = reference / "rhd_samples" / "test_rhd.json"
     if not js.is_file():
-        return None
+        return []
     meta = json.loads(js.read_text())
     names = {im["id"]: im["file_name"] for im in meta["images"]}
-    crops, kps = [], []
-    for ann in meta["annotations"]:
-        img = cv2.imread(str(js.parent / names[ann["image_id"]]), cv2.IMREAD_COLOR)[..., ::-1]
-        c, k = competition_crop(np.ascontiguousarray(img), np.array(ann["keypoints"], np.float64).reshape(NUM_JOINTS, 3)[:, :2])
-        crops.append(c)
-        kps.append(k)
+    return [(names[ann["image_id"]], read_image(js.parent / names[ann["image_id"]]),
+             np.array(ann["keypoints"], np.float64).reshape(NUM_JOINTS, 3)) for ann in meta["annotations"]]
+
+
+def rhd_hands(reference: Path = SHARED) -> HandSet | None:
+    """The real RHD frames in ../shared/reference as competition crops (None when absent)."""
+    frames = rhd_frames(reference)
+    if not frames:
+        return None
+    crops, kps = zip(*(competition_crop(img, kp[:, :2]) for _, img, kp in frames))
     return HandSet("real RHD frames", np.stack(crops), np.stack(kps))
 
 

@@ -155,9 +155,7 @@ class Trainer:
         self.model = create_model(cfg.model, **cfg.model_kwargs).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
-        if opt_cls is None:
-            raise ValueError(f"optimizer: expected 'adam' or 'adamw', found {cfg.optimizer!r}")
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]  # checked by resolved()
         self.optimizer = opt_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16")
         self.ema = None

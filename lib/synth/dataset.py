@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.io import atomic_open, atomic_path, write_json
+from lib.io import atomic_open, atomic_path, sweep_temporaries, write_json
 from lib.joints import NUM_JOINTS
 
 from .scene import (IMAGE_SIZE, RENDERER_VERSION, as_rng, decode_depth, encode_depth, project, render_scene, sample_scene,
@@ -190,15 +190,8 @@ def _clear(split_dir: Path, split: str) -> None:
 
 def _remove_temporaries(split_dir: Path) -> None:
     """Delete temporary files a killed run may have left (never complete outputs)."""
-    for sub in SUBDIRS:
-        d = split_dir / sub
-        if d.is_dir():
-            for p in d.glob(".*.tmp*"):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-    for p in split_dir.glob(".*.tmp*"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+    for d in (*(split_dir / sub for sub in SUBDIRS), split_dir):
+        sweep_temporaries(d)
 
 
 def _prepare(split_dir: Path, split: str, n_images: int, seed: int, overwrite: bool) -> bool:

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lib.data import competition_crop
 from lib.io import atomic_open
 from lib.joints import NUM_JOINTS
+from lib.reference import SHARED, rhd_frames
 from lib.viz import draw_skeleton
 
 from .scene import render_image
 
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "reference" / "rhd_samples"
 
 
 def _overlay(img: np.ndarray, kp: np.ndarray) -> np.ndarray:
@@ -34,24 +33,11 @@ def _label(img: np.ndarray, text: str) -> None:
     cv2.putText(img, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def real_frames(reference: Path = REFERENCE) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def real_frames(reference: Path = SHARED) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The real RHD frames (name, frame with overlay, 128 px competition crop), or [] when the reference
     folder is absent."""
-    from lib.data import competition_crop
-
-    js = reference / "test_rhd.json"
-    if not js.is_file():
-        return []
-    meta = json.loads(js.read_text())
-    names = {im["id"]: im["file_name"] for im in meta["images"]}
     out = []
-    for ann in meta["annotations"]:
-        name = names[ann["image_id"]]
-        bgr = cv2.imread(str(reference / name), cv2.IMREAD_COLOR)
-        if bgr is None:
-            continue
-        img = np.ascontiguousarray(bgr[:, :, ::-1])
-        kp = np.array(ann["keypoints"], np.float64).reshape(NUM_JOINTS, 3)
+    for name, img, kp in rhd_frames(reference):
         crop = competition_crop(img, kp[:, :2])[0]
         img = _overlay(img, kp)
         _label(img, f"real RHD {name}")
@@ -101,7 +87,7 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     wanted = real
     real = real_frames() if wanted else []
     if wanted and not real:
-        print(f"note: {REFERENCE} is absent; the sheet has synthetic renders only")
+        print(f"note: {SHARED / 'rhd_samples'} is absent; the sheet has synthetic renders only")
     height = max(rows, len(real)) * size
     width = (cols + (1 if real else 0)) * size
     sheet = np.full((height + CROP_SIZE, width, 3), 40, np.uint8)
