@@ -5,6 +5,8 @@
     python -m benchmarks scaling  [--model hm_resnet18] [--procs 1,2]  # DDP processes (gloo / nccl)
     python -m benchmarks accuracy                                      # table of the finished runs
     python -m benchmarks leaderboard [--runs SPEC ...] [--profile P]   # train extra runs at an equal budget, then tabulate
+    python -m benchmarks curves [--runs NAME ...] [--png F.png]        # kaggle_mse at equal images seen / equal training time
+    python -m benchmarks memorise [--models a,b] [--hands 512]         # steps to fit 512 training hands (train EPE < 3 px)
     python -m benchmarks all --out BENCHMARKS.md                       # input, models, scaling, accuracy (= make bench)
     python -m benchmarks.synth_speed [--images 400] [--workers K]      # images/s of the synthetic renderer
     python -m benchmarks.realism [--images 400] [--out BENCHMARKS.md]  # MediaPipe Hands on synthetic vs real hands
@@ -20,6 +22,9 @@ Modules:
             model, bench_models, forward_flops), data-parallel scaling (bench_scaling)
 - accuracy: the table of finished runs (bench_accuracy) and the equal-budget leaderboard runner
             (run_leaderboard)
+- curves:   learning curves of runs (load_curves, curve_table at equal images or seconds, reach,
+            plot_curves)
+- memorise: steps a model needs to fit a few hundred training hands without augmentation
 - __main__: the one CLI above
 - synth_speed, realism: their own CLIs (`python -m benchmarks.synth_speed`, `python -m benchmarks.realism`)
 """

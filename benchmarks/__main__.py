@@ -1,10 +1,12 @@
-"""python -m benchmarks: input pipeline, model throughput, scaling, accuracy and the leaderboard.
+"""python -m benchmarks: input pipeline, model throughput, scaling, accuracy, the leaderboard and learning curves.
 
     python -m benchmarks input    [--n 3000] [--workers 0,1,2]        # crops/s cache -> augment -> batch
     python -m benchmarks models   [--models all] [--batch 32]          # img/s, memory, FLOPs per model
     python -m benchmarks scaling  [--model hm_resnet18] [--procs 1,2]  # DDP processes (gloo / nccl)
     python -m benchmarks accuracy                                      # table of the finished runs
     python -m benchmarks leaderboard [--runs SPEC ...] [--profile P]   # train extra runs, then tabulate
+    python -m benchmarks curves [--runs NAME ...] [--png FILE.png]     # kaggle_mse at equal images / equal time
+    python -m benchmarks memorise [--models a,b] [--hands 512]         # steps to fit 512 hands (train EPE < 3 px)
     python -m benchmarks all --out BENCHMARKS.md                       # = make bench (no leaderboard)
 
 With ``--out FILE`` a section's table replaces the block between ``<!-- bench:NAME -->`` and
@@ -13,9 +15,9 @@ carries the command, device, versions and date. Each model is measured in its ow
 its peak memory is its own (CUDA: max allocated; CPU: the process's peak RSS).
 
 Accuracy comes from training: `make run` (or the training notebooks, or `leaderboard`) first, then
-`accuracy` tabulates outputs/runs/*/ and outputs/leaderboard.csv. A leaderboard run spec is
-MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME]. The synthetic renderer's speed and the realism meter
-have their own commands: `python -m benchmarks.synth_speed`, `python -m benchmarks.realism`.
+`accuracy` tabulates outputs/runs/*/ and outputs/leaderboard.csv, `curves` the runs' learning curves.
+A leaderboard run spec is MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME]. The synthetic renderer's speed
+and the realism meter have their own commands: `python -m benchmarks.synth_speed`, `python -m benchmarks.realism`.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import sys
 
 from lib import cli
 
-COMMANDS = ("input", "models", "scaling", "accuracy", "leaderboard", "all")
+COMMANDS = ("input", "models", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all")
 LEADERBOARD_DOC = """Train extra (model, recipe) runs at the profile's equal budget beside `make run`'s, predict them
 with flip TTA, ensemble, then tabulate every finished run (the accuracy section). Runs whose
 metrics exist are skipped, so the command resumes. A run spec is MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME]:
@@ -33,6 +35,14 @@ metrics exist are skipped, so the command resumes. A run spec is MODEL:RECIPE[:M
     python -m benchmarks leaderboard                                   # every model x both recipes, profile auto
     python -m benchmarks leaderboard --runs resnet34:modern cpm:modern --profile cpu
     python -m benchmarks leaderboard --runs 'hm_resnet18:modern:{"backbone":"resnet34"}@hm_resnet34'
+"""
+CURVES_DOC = """kaggle_mse of every run at equal training images seen and at equal training seconds (validation
+time excluded), interpolated linearly between the run's validations (train with --eval-every N for
+more points than one per epoch); blank before a run's first validation and after its last:
+
+    python -m benchmarks curves                                        # every run of outputs/runs with a curve
+    python -m benchmarks curves --runs hm_resnet18_modern_cpu cpm_paper_cpu --reach 700
+    python -m benchmarks curves --png FIG.png --baseline 860 --baseline-label 'mean pose' --out BENCHMARKS.md
 """
 
 
@@ -47,8 +57,11 @@ def parser() -> argparse.ArgumentParser:
     p_ac = sub.add_parser("accuracy", help="table of the finished runs")
     p_lb = sub.add_parser("leaderboard", help="train extra (model, recipe) runs at an equal budget, then tabulate",
                           description=LEADERBOARD_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_cu = sub.add_parser("curves", help="learning curves: kaggle_mse at equal images seen and equal training time",
+                          description=CURVES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_me = sub.add_parser("memorise", help="steps each model needs to fit a few hundred training hands")
     p_all = sub.add_parser("all", help="input, models, scaling and accuracy")
-    for p in (p_in, p_mo, p_sc, p_ac, p_lb, p_all):
+    for p in (p_in, p_mo, p_sc, p_ac, p_lb, p_cu, p_me, p_all):
         p.add_argument("--out", help="markdown file whose bench section(s) to update (e.g. BENCHMARKS.md)")
     for p in (p_in, p_all):
         p.add_argument("--n", type=int, default=3000, help="crops per DataLoader measurement")
@@ -71,6 +84,22 @@ def parser() -> argparse.ArgumentParser:
     p_lb.add_argument("--runs", nargs="*", help="run specs (default: every model with paper and modern)")
     p_lb.add_argument("--profile", default="auto")
     p_lb.add_argument("--data-dir", default="auto")
+    p_me.add_argument("--models", default="hm_resnet18,hm_resnet18_64,simcc_resnet18_64",
+                      help="comma-separated names (NAME or NAME:JSON_KWARGS separated by ';' when kwargs hold commas)")
+    p_me.add_argument("--hands", type=int, default=512)
+    p_me.add_argument("--threshold", type=float, default=3.0, help="train EPE to reach (crop px)")
+    p_me.add_argument("--max-steps", type=int, default=2000)
+    p_me.add_argument("--max-minutes", type=float, default=5.0, help="per model")
+    p_me.add_argument("--data-dir", default="auto")
+    p_cu.add_argument("--runs", nargs="+", metavar="NAME", help="run names or directories (default: every run "
+                      "with a learning curve)")
+    p_cu.add_argument("--runs-dir", default=None, help="where run names are looked up (default outputs/runs)")
+    p_cu.add_argument("--png", default=None, metavar="FILE.png", help="also draw the curves into this PNG")
+    p_cu.add_argument("--baseline", type=float, default=None, metavar="MSE",
+                      help="a dashed line at this kaggle_mse in the PNG (e.g. the mean pose's)")
+    p_cu.add_argument("--baseline-label", default="baseline", help="the legend of --baseline (e.g. 'mean pose')")
+    p_cu.add_argument("--reach", type=float, default=None, metavar="MSE",
+                      help="add a column: images / seconds each run needed to first reach this kaggle_mse")
     return ap
 
 
@@ -115,6 +144,22 @@ def check_args(a: argparse.Namespace) -> None:
             name_list("--model", a.model, list_models())
         elif getattr(a, "models", "all") != "all":
             a.models = ",".join(name_list("--models", a.models, list_models()))
+    if a.cmd == "memorise":
+        from lib.models import list_models
+        entries = [e.strip() for e in a.models.split(";" if ";" in a.models else ",") if e.strip()]
+        name_list("--models", ",".join(e.split(":", 1)[0] for e in entries), list_models())
+        a.models = entries
+        for opt in ("hands", "max_steps"):
+            if getattr(a, opt) < 1:
+                raise ValueError(f"--{opt.replace('_', '-')}: expected a positive integer, found {getattr(a, opt)}")
+        if not (a.threshold > 0 and a.max_minutes > 0):
+            raise ValueError(f"--threshold / --max-minutes: expected numbers > 0, found {a.threshold} / {a.max_minutes}")
+    if a.cmd == "curves":
+        check_out(a.png, "--png", "a PNG file")
+        for opt in ("baseline", "reach"):
+            v = getattr(a, opt)
+            if v is not None and not v > 0:
+                raise ValueError(f"--{opt}: expected a kaggle_mse > 0, found {v}")
     if a.cmd == "scaling":
         from lib.models import list_models
         name_list("--model", a.model, list_models())
@@ -131,6 +176,17 @@ def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parser().parse_args(argv)
     check_args(a)
+    if a.cmd == "curves":
+        return _curves(a, argv)
+    if a.cmd == "memorise":
+        from benchmarks.memorise import bench_memorise
+        from benchmarks.report import section
+
+        df = bench_memorise(a.models, a.hands, a.threshold, a.max_steps, a.max_minutes, a.data_dir)
+        section("memorise", f"Memorisation: steps to fit {a.hands} training hands (train EPE < {a.threshold:g} px)",
+                df, argv, "cpu", "no augmentation, AdamW at the modern recipe's peak lr after 50 warm-up steps, "
+                "batch 32, no EMA; train EPE on the same crops in eval mode every 25 steps; curve = step:EPE", a.out)
+        return 0
 
     import torch
 
@@ -187,6 +243,30 @@ def _main(argv: list[str] | None = None) -> int:
             section("accuracy", "Accuracy leaderboard (validation split; test = the hidden solution when known)",
                     df, argv, "cuda" if cuda else "cpu", "from each run's metrics, config and training log "
                     "(lib.runs) and outputs/leaderboard.csv", a.out)
+    return 0
+
+
+def _curves(a: argparse.Namespace, argv: list[str]) -> int:
+    """The curves command: both tables (printed, and into the bench section "curves"), and the PNG."""
+    import torch
+
+    from benchmarks.curves import curve_sections, load_curves, plot_curves
+    from benchmarks.report import section
+    from lib import paths
+
+    df = load_curves(a.runs, a.runs_dir)
+    if df.empty:
+        print(f"curves: no run with a learning curve in {a.runs_dir or paths.runs()}; train one first "
+              "(`make run`, or python -m lib.train ... --eval-every N)")
+        return 0
+    section("curves", "Learning curves: validation kaggle_mse at equal images seen and at equal training time",
+            curve_sections(df, a.reach), argv, "cuda" if torch.cuda.is_available() else "cpu",
+            "from each run's learning curve (lib.runs: every validation, no TTA); columns = images seen or training "
+            "seconds (validation excluded), interpolated linearly between validations, blank before a run's "
+            "first validation or after its last; end = where the run stopped, final = its last kaggle_mse"
+            + (f", reach = where it first reached kaggle_mse {a.reach:g}" if a.reach is not None else ""), a.out)
+    if a.png:
+        print(f"wrote {plot_curves(df, a.png, a.baseline, a.baseline_label)}")
     return 0
 
 

@@ -52,20 +52,20 @@ def markdown(df: pd.DataFrame) -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def check_out(path: str | os.PathLike | None) -> None:
+def check_out(path: str | os.PathLike | None, option: str = "--out", kind: str = "a markdown file") -> None:
     """Refuse an --out that cannot be written before a benchmark spends minutes measuring (one line, lib.cli)."""
     if path is None:
         return
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"--out {path}: expected a markdown file, found a directory", str(path))
+        raise IsADirectoryError(errno.EISDIR, f"{option} {path}: expected {kind}, found a directory", str(path))
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"--out {path}: expected a directory above it, found the file {parent}",
-                                 str(path))
+        raise NotADirectoryError(errno.ENOTDIR, f"{option} {path}: expected a directory above it, found the file "
+                                 f"{parent}", str(path))
     if parent is not None and not os.access(parent, os.W_OK):
-        raise PermissionError(errno.EACCES, f"--out {path}: expected a writable directory, {parent} is not writable",
-                              str(path))
+        raise PermissionError(errno.EACCES, f"{option} {path}: expected a writable directory, {parent} is not "
+                              "writable", str(path))
 
 
 def update_section(path: str | os.PathLike, name: str, text: str) -> Path:
@@ -79,10 +79,13 @@ def update_section(path: str | os.PathLike, name: str, text: str) -> Path:
     return path
 
 
-def section(name: str, title: str, df: pd.DataFrame, argv: list[str], device: str, extra: str,
-            out: str | os.PathLike | None) -> str:
-    """A table with its provenance header: printed, and written into out's block `name` when out is given."""
-    text = "\n".join(header(title, argv, device, extra)) + "\n" + markdown(df) + "\n"
+def section(name: str, title: str, df: pd.DataFrame | list[tuple[str, pd.DataFrame]], argv: list[str], device: str,
+            extra: str, out: str | os.PathLike | None) -> str:
+    """A table (or a list of (subtitle, table)) with its provenance header: printed, and written into
+    out's block `name` when out is given."""
+    tables = [("", df)] if isinstance(df, pd.DataFrame) else df
+    body = "\n\n".join((f"#### {sub}\n\n" if sub else "") + markdown(t) for sub, t in tables)
+    text = "\n".join(header(title, argv, device, extra)) + "\n" + body + "\n"
     print(text, flush=True)
     if out:
         update_section(out, name, text)

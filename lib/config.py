@@ -40,10 +40,10 @@ PROFILES: dict[str, dict] = {
 RECIPES: dict[str, dict] = {
     # the 2018 report: L2 loss, Adam 1e-4 fixed, batch 8, its augmentation and sliding-window sampler
     "paper": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant", warmup_steps=0,
-                  batch_size=8, augment="paper", sampler="window", ema=0.0, grad_clip=0.0),
+                  batch_size=8, augment="paper", augment_ramp=0.0, sampler="window", ema=0.0, grad_clip=0.0),
     # what measurement showed best (see BENCHMARKS.md): AdamW, one-cycle cosine, EMA, modern augmentation
     "modern": dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_steps=100,
-                   batch_size=32, augment="modern", sampler="shuffle", ema=0.998, grad_clip=5.0),
+                   batch_size=32, augment="modern", augment_ramp=0.0, sampler="shuffle", ema=0.998, grad_clip=5.0),
 }
 REPORT_EPOCHS = {"irv2": 108, "resnet34": 55, "cpm": 40, "inception_v3": 40}
 MODERN_EPOCHS = 60
@@ -118,8 +118,10 @@ class TrainConfig:
     ema: float | None = None          # EMA decay of the weights, 0 = off
     grad_clip: float | None = None    # max gradient norm, 0 = off
     augment: str | None = None        # none | paper | modern
+    augment_ramp: float | None = None  # share of the run over which the share of augmented samples rises 0 -> 1
     sampler: str | None = None        # shuffle | window (the report's sliding window)
     budget_minutes: float | None = None  # wall-clock budget of the training steps (equal-time comparisons)
+    eval_every: int = 0               # also validate every N steps (learning curves, curve.csv); 0: epoch ends only
     limit_train: int | None = None
     limit_val: int | None = None
     val_fraction: float = 0.1
@@ -169,7 +171,7 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size"):
             need(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
-        for name in ("warmup_steps", "workers"):
+        for name in ("warmup_steps", "workers", "eval_every"):
             need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         for name in ("limit_train", "limit_val"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1 (or none)",
@@ -182,6 +184,8 @@ class TrainConfig:
         need(self.budget_minutes is None or self.budget_minutes > 0, "budget_minutes", "minutes > 0",
              self.budget_minutes)
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)", self.val_fraction)
+        need(0 <= self.augment_ramp <= 1, "augment_ramp", "a share of the run in [0, 1] (0: augment from the start)",
+             self.augment_ramp)
         for name, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("constant", "cosine")),
                               ("sampler", ("shuffle", "window")), ("augment", ("none", "paper", "modern"))):
             need(getattr(self, name) in allowed, name, f"one of {list(allowed)}", getattr(self, name))

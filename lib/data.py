@@ -805,7 +805,8 @@ class HandDataset(torch.utils.data.Dataset):
 
     Without `augment`, a sample is the exact competition crop. With it, the context crop goes
     through `augment(ctx, p, s, seed) -> (img128, p128, s_out)` (lib.augment) and the label is
-    converted back to the competition convention. An item is an index or (index, seed).
+    converted back to the competition convention. An item is an index, (index, seed), or
+    (index, seed, augment?): False gives the exact crop (lib.samplers.EpochBatches' augmentation ramp).
     """
 
     def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0):
@@ -815,10 +816,11 @@ class HandDataset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, item):
-        pos, sample_seed = item if isinstance(item, tuple) else (item, self.seed * 1_000_003 + int(item))
+        pos, sample_seed, augment = (item + (True,))[:3] if isinstance(item, tuple) else (
+            item, self.seed * 1_000_003 + int(item), True)
         i = int(self.indices[pos])
         c = self.cache
-        if self.augment is None:
+        if self.augment is None or not augment:
             img, kp = np.array(c.crop[i]), c.kp[i]
         else:
             img, p, s = self.augment(np.asarray(c.ctx[i]), c.ctx_kp[i], float(c.scale[i]), int(sample_seed))

@@ -9,6 +9,7 @@ Layout (train writes the first five, predict the rest, viz the pictures):
 
     config.json      the resolved TrainConfig (+ world_size, torch, train_size, val_size)
     log.csv          one row per epoch: losses and every metric of lib.metrics
+    curve.csv        the learning curve: every validation (epoch ends, and every --eval-every steps)
     last.pt          the full checkpoint (model, EMA, optimizer, scaler, RNG, loop state)
     best.pt          the same without optimizer and scaler, at the best validation kaggle_mse
     val_index.npy    the validation samples (crop-cache indices)
@@ -105,6 +106,18 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy array (truncated?): {e}") from e
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path}: not a readable CSV (truncated?): {e}") from e
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with io.atomic_open(path, "w", newline="") as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
+
+
 class Run:
     """One run directory: its files, config, history, checkpoints, predictions and metrics."""
 
@@ -130,6 +143,7 @@ class Run:
 
     config_path = property(lambda self: self.dir / "config.json")
     log_path = property(lambda self: self.dir / "log.csv")
+    curve_path = property(lambda self: self.dir / "curve.csv")
     val_index_path = property(lambda self: self.dir / "val_index.npy")
     val_pred_path = property(lambda self: self.dir / "val_pred.npy")
     test_pred_path = property(lambda self: self.dir / "test_pred.npy")
@@ -157,18 +171,25 @@ class Run:
         """The per-epoch log (empty before the first epoch ends)."""
         if not self.log_path.exists():
             return pd.DataFrame()
-        try:
-            return pd.read_csv(self.log_path)
-        except (ValueError, pd.errors.ParserError) as e:
-            raise ValueError(f"{self.log_path}: not a readable CSV (truncated?): {e}") from e
+        return _read_csv(self.log_path)
 
     def write_history(self, rows: list[dict]) -> None:
-        with io.atomic_open(self.log_path, "w", newline="") as f:
-            pd.DataFrame(rows).to_csv(f, index=False)
+        _write_csv(self.log_path, rows)
+
+    def curve(self) -> pd.DataFrame:
+        """The learning curve: one row per validation (step, images, elapsed_s = training seconds,
+        kaggle_mse, epe, pck@2px, train_loss since the previous row, lr); runs from before curve.csv
+        existed give their per-epoch log."""
+        if not self.curve_path.exists():
+            return self.history()
+        return _read_csv(self.curve_path)
+
+    def write_curve(self, rows: list[dict]) -> None:
+        _write_csv(self.curve_path, rows)
 
     def artefacts(self) -> list[Path]:
         """Every file a run writes (whether it exists or not), the lock aside."""
-        return [*(self.checkpoint_path(w) for w in CHECKPOINTS), self.config_path, self.log_path,
+        return [*(self.checkpoint_path(w) for w in CHECKPOINTS), self.config_path, self.log_path, self.curve_path,
                 self.val_index_path, self.val_pred_path, self.test_pred_path, self.metrics_path,
                 self.per_joint_path, self.submission_path, self.curves_path, self.worst_path]
 

@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -85,7 +85,11 @@ class EpochBatches:
 
     Runs in the main process, so a persistent DataLoader sees `set_epoch` between epochs.
     Each torchrun process takes its share of every global batch; `skip` resumes mid-epoch.
+    With `aug_share` (global step -> share of samples to augment, 0..1) the items are
+    (index, seed, augment?) instead, each sample's draw deterministic from (seed, epoch, step).
     """
+
+    aug_share: Callable[[int], float] | None = None
 
     def __init__(self, n: int, batch_size: int, kind: str, seed: int, rank: int = 0, world: int = 1):
         if batch_size > n:
@@ -96,8 +100,9 @@ class EpochBatches:
             raise ValueError(f"sampler: expected 'shuffle' or 'window', found {kind!r}")
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
+    def set_epoch(self, epoch: int, skip: int = 0, first_step: int = 0) -> None:
+        """Select the epoch's batches; `skip` of them are done already, the next is global step `first_step`."""
+        self.epoch, self.skip, self.first_step = epoch, skip, first_step
         if self.window is not None:
             self.window.set_epoch(epoch)
             batches = [b.tolist() for b in self.window.batches()]
@@ -114,4 +119,9 @@ class EpochBatches:
         for step in range(self.skip, len(self.batches)):
             batch = self.batches[step]
             seeds = np.random.default_rng([self.seed, self.epoch, step]).integers(0, 2**31, len(batch))
-            yield [(int(i), int(s)) for i, s in zip(batch, seeds)][self.rank :: self.world]
+            if self.aug_share is None:
+                yield [(int(i), int(s)) for i, s in zip(batch, seeds)][self.rank :: self.world]
+                continue
+            share = self.aug_share(self.first_step + step - self.skip)
+            draw = np.random.default_rng([self.seed, self.epoch, step, 1]).random(len(batch))
+            yield [(int(i), int(s), bool(u < share)) for i, s, u in zip(batch, seeds, draw)][self.rank :: self.world]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from lib import augment, cli, data, metrics, paths
 from lib.config import TrainConfig, autocast, ensure_data, resolve_device, resolve_profile
@@ -124,6 +125,9 @@ class Trainer:
         self.state = {"epoch": 0, "step": 0, "skip": 0, "best_mse": float("inf"), "total_steps": None,
                       "finished": False}
         self.history: list[dict] = []
+        self.curve: list[dict] = []  # every validation: the learning curve (curve.csv)
+        self.paused = 0.0            # seconds spent validating inside epochs, left out of training time
+        self.since = {"loss": 0.0, "n": 0}  # training loss since the last curve point
         torch.manual_seed(cfg.seed)
         self._build_data()
         self._build_model()
@@ -145,6 +149,8 @@ class Trainer:
         self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment), cfg.seed)
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
+        if cfg.augment != "none" and cfg.augment_ramp > 0:  # weak early, strong late: exact crops first
+            self.batches.aug_share = lambda step: min(1.0, step / max(1.0, cfg.augment_ramp * self.total))
         kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0)
         self.train_loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=self.batches, **kw)
         self.val_loader = torch.utils.data.DataLoader(self.val_ds, batch_size=64, **kw)
@@ -188,6 +194,7 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"])
         self.state.update(ck["state"])
         # the log as of the checkpoint: a kill between writing last.pt and log.csv loses no row
+        self.curve = list(ck.get("curve", []))
         if "history" in ck:
             self.history = list(ck["history"])
         else:  # checkpoints from before the history was kept inside
@@ -199,6 +206,30 @@ class Trainer:
         self.state["finished"] = False
         self._say(f"{cfg.run}: resuming from epoch {self.state['epoch']} step {self.state['step']}")
         return False
+
+    def _clock(self) -> float:
+        """Training time: wall-clock seconds without the validations inside epochs."""
+        return time.perf_counter() - self.paused
+
+    def _validate(self) -> tuple[dict, float]:
+        """Validate the model that gets saved (EMA when kept): (its metrics, val loss)."""
+        cfg = self.cfg
+        model = self.ema.module if self.ema is not None else self.model
+        val_loss, pred, gt, vis = evaluate(model, self.val_loader, self.device, cfg.amp, cfg.channels_last)
+        return metrics.summary(pred, gt, vis), val_loss
+
+    def _curve_point(self, scores: dict, elapsed: float) -> dict:
+        """A learning-curve row for the current step (replacing one of the same step)."""
+        state, since = self.state, self.since
+        row = {"step": state["step"], "images": state["step"] * self.cfg.batch_size, "elapsed_s": elapsed,
+               "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": since["loss"] / since["n"] if since["n"] else float("nan"),
+               **{k: scores[k] for k in ("kaggle_mse", "epe", "pck@2px")}}
+        since.update(loss=0.0, n=0)
+        if self.curve and self.curve[-1]["step"] == row["step"]:
+            self.curve.pop()
+        self.curve.append(row)
+        return row
 
     def _say(self, text: str) -> None:
         if self.is_main:
@@ -254,14 +285,14 @@ class Trainer:
         Nothing is written unless every weight and buffer (EMA included) and the validation are
         finite: the previous last.pt stays the last good one."""
         cfg, state = self.cfg, self.state
-        eval_model = self.ema.module if self.ema is not None else self.model
-        val_loss, pred, gt, vis = evaluate(eval_model, self.val_loader, self.device, cfg.amp, cfg.channels_last)
-        row = {"epoch": epoch + 1, "step": state["step"], "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
-               **metrics.summary(pred, gt, vis), "img_s": seen / max(epoch_time, 1e-9),
+        scores, val_loss = self._validate()
+        row = {"epoch": epoch + 1, "step": state["step"], "images": state["step"] * cfg.batch_size,
+               "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+               **scores, "img_s": seen / max(epoch_time, 1e-9),
                "epoch_s": epoch_time, "elapsed_s": elapsed, "stopped_by": stop}
         self._refuse_non_finite(epoch, row)
         self.history.append(row)
+        self._curve_point(scores, elapsed)
         best = row["kaggle_mse"] < state["best_mse"]
         state["best_mse"] = min(state["best_mse"], row["kaggle_mse"])
         state["finished"] = bool(stop) or epoch + 1 >= cfg.epochs
@@ -270,7 +301,7 @@ class Trainer:
         ck = {"model": self.model.state_dict(), "ema": self.ema.module.state_dict() if self.ema is not None else None,
               "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
               "torch_rng": torch.get_rng_state(), "state": dict(state), "config": config,
-              "history": list(self.history)}
+              "history": list(self.history), "curve": list(self.curve)}
         self.run.write_config({**config, "world_size": self.world, "torch": torch.__version__,
                                "train_size": len(self.train_ds), "val_size": len(self.val_ds)})
         self.run.save_val_index(self.val_idx)
@@ -278,6 +309,7 @@ class Trainer:
             self.run.save_checkpoint("best", {k: v for k, v in ck.items() if k not in ("optimizer", "scaler")})
         self.run.save_checkpoint("last", ck)
         self.run.write_history(self.history)
+        self.run.write_curve(self.curve)
         print(f"{cfg.run} epoch {epoch + 1}: train_loss {row['train_loss']:.4g} val_loss {val_loss:.4g} "
               f"kaggle_mse {row['kaggle_mse']:.3f} epe {row['epe']:.3f} pck@2px {row['pck@2px']:.3f} "
               f"{row['img_s']:.1f} img/s{' *best' if best else ''}"
@@ -314,23 +346,23 @@ class Trainer:
         reaches the budget (or the epochs end), and the cosine schedule follows the share of the
         budget spent. The first CALIBRATION_STEPS steps (across epochs if need be) estimate the
         steps it will get, which caps the warm-up at a tenth of them."""
-        from tqdm import tqdm
-
         cfg, state = self.cfg, self.state
         budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes else None
-        self.batches.set_epoch(epoch, state["skip"])
+        self.batches.set_epoch(epoch, state["skip"], state["step"])
         net.train()
-        t_epoch, seen, loss_sum, stop = time.perf_counter(), 0, 0.0, ""
+        t_epoch, seen, loss_sum, stop = self._clock(), 0, 0.0, ""
         bar = tqdm(self.train_loader, desc=f"{cfg.run} epoch {epoch + 1}", disable=not self.is_main,
                    leave=False, mininterval=2.0, total=len(self.batches))
         for batch in bar:
-            spent = elapsed + time.perf_counter() - t_epoch
+            spent = elapsed + self._clock() - t_epoch
             progress = min(1.0, spent / budget_s) if budget_s else None
             lr = cfg.lr * lr_factor(state["step"], self.total, cfg.warmup_steps, cfg.schedule, progress)
             loss, n = self._step(net, batch, lr)
             seen += n
             loss_sum += loss * n
-            now = time.perf_counter()
+            self.since["loss"] += loss * n
+            self.since["n"] += n
+            now = self._clock()
             bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(now - t_epoch, 1e-9):.1f}", refresh=False)
             if self.calibration == "first step":  # timed from the end of the first step (start-up excluded)
                 self.calibration = (now, state["step"])
@@ -346,8 +378,21 @@ class Trainer:
                 stop = "schedule"
             if stop:
                 break
+            last_of_epoch = state["skip"] >= len(self.batches.batches)  # the epoch end validates anyway
+            if cfg.eval_every and state["step"] % cfg.eval_every == 0 and self.is_main and not last_of_epoch:
+                self._eval_inside_epoch(net, elapsed + now - t_epoch)
         bar.close()
         return self._agree(stop), seen, loss_sum
+
+    def _eval_inside_epoch(self, net: torch.nn.Module, elapsed: float) -> None:
+        """A learning-curve point between two steps (main process); its time is not training time."""
+        t = time.perf_counter()
+        scores, _ = self._validate()
+        row = self._curve_point(scores, elapsed)
+        net.train()
+        self.paused += time.perf_counter() - t
+        tqdm.write(f"{self.cfg.run} step {row['step']}: kaggle_mse {row['kaggle_mse']:.1f} epe {row['epe']:.2f} "
+                   f"({row['images']} images, {elapsed:.0f} s)")
 
     def _agree(self, stop: str) -> str:
         """Under torchrun every process stops when one does (each sees its own clock)."""
@@ -372,9 +417,9 @@ class Trainer:
         self.calibration = "first step" if cfg.budget_minutes and not state["total_steps"] else None
         elapsed = float(state.get("elapsed", 0.0))
         for epoch in range(state["epoch"], cfg.epochs):
-            t_epoch = time.perf_counter()
+            t_epoch = self._clock()
             stop, seen, loss_sum = self._epoch(net, epoch, elapsed)
-            epoch_time = time.perf_counter() - t_epoch
+            epoch_time = self._clock() - t_epoch
             elapsed += epoch_time
             finished_epoch = not stop or state["skip"] >= steps_per_epoch
             state["epoch"], state["skip"] = (epoch + 1, 0) if finished_epoch else (epoch, state["skip"])

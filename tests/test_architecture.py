@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["cli", "paths", "io", "joints", "data", "reference", "runs", "metrics", "viz", "synth", "augment", "samplers", "codecs",
           "models", "config", "train", "submit", "predict", "ensemble", "export", "eda", "pipeline"]
 RUN_FILES = {"config.json", "log.csv", "last.pt", "best.pt", "val_index.npy", "val_pred.npy", "test_pred.npy",
-             "val_metrics.json", "per_joint.csv", "submission.csv", "curves.png", "worst.png"}
+             "val_metrics.json", "per_joint.csv", "submission.csv", "curves.png", "worst.png", "curve.csv"}
 
 
 def _module(path: Path) -> str:

@@ -53,7 +53,7 @@ def test_cli_help_lists_every_benchmark():
     res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for cmd in ("input", "models", "scaling", "accuracy", "leaderboard", "all"):
+    for cmd in ("input", "models", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all"):
         assert f"python -m benchmarks {cmd}" in res.stdout
     assert "_one" not in res.stdout  # internal subcommand of `models`
 

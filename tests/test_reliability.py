@@ -151,6 +151,8 @@ def test_the_wall_clock_budget_holds_when_steps_slow_down(tiny_data, tmp_path, m
     ("val_fraction", 1.5, "--val-fraction: expected a number in \\(0, 1\\)"),
     ("budget_minutes", 0, "--budget-minutes: expected minutes > 0"),
     ("run", "../elsewhere", "--run: expected a name"),
+    ("eval_every", -5, "--eval-every: expected an integer >= 0"),
+    ("augment_ramp", 1.5, "--augment-ramp: expected a share of the run in \\[0, 1\\]"),
 ])
 def test_bad_training_options_are_one_clear_line(tiny_data, option, value, message):
     with pytest.raises(ValueError, match=message):

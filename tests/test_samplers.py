@@ -51,3 +51,42 @@ def test_sampler_in_a_dataloader():
     got = torch.cat(list(loader)).tolist()
     assert sorted(got) == list(range(100))
     assert got == [i for b in SlidingWindowBatchSampler(100, 8, window=40, seed=6) for i in b]
+
+
+def test_augmentation_ramp_items():
+    """With aug_share the items carry an augment flag: none at share 0, all at share 1, about the
+    share in between, the same draw for the same (seed, epoch, step), and a resumed epoch (skip)
+    sees the flags the straight one saw."""
+    import numpy as np
+
+    from lib.samplers import EpochBatches
+
+    def flags(b):
+        return [item[2] for batch in b for item in batch]
+
+    b = EpochBatches(400, 40, "shuffle", seed=3)
+    assert all(len(item) == 2 for item in next(iter(b)))  # no ramp: (index, seed) as before
+    b.aug_share = lambda step: step / 10  # 0 at the epoch's first step, 0.9 at its last
+    b.set_epoch(2, 0, first_step=0)
+    straight = list(b)
+    assert not any(item[2] for item in straight[0]) and np.mean([i[2] for i in straight[9]]) > 0.6
+    assert all(isinstance(item[2], bool) for item in straight[5])
+    b.set_epoch(2, 4, first_step=4)  # resumed after 4 steps of the same epoch
+    assert list(b) == straight[4:]
+    b.aug_share = lambda step: 1.0
+    b.set_epoch(0)
+    assert all(flags(b))
+
+
+def test_exact_crop_when_the_flag_says_so(tiny_data):
+    """HandDataset: (index, seed, False) is the competition crop itself; True goes through augmentation."""
+    import numpy as np
+
+    from lib import augment, data
+
+    cache = data.build_cache(data.find_data(tiny_data).training)
+    ds = data.HandDataset(cache, np.arange(4), augment.build("modern"), seed=0)
+    plain, augmented = ds[(1, 7, False)], ds[(1, 7, True)]
+    assert torch.equal(plain["image"], torch.from_numpy(np.array(cache.crop[1])).permute(2, 0, 1))
+    assert torch.allclose(plain["kp"], torch.from_numpy(cache.kp[1]).float())
+    assert torch.equal(augmented["image"], ds[(1, 7)]["image"])  # two-element items augment as before

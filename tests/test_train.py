@@ -25,23 +25,26 @@ def weights(run_dir, which="last"):
     return read_checkpoint(Path(run_dir) / f"{which}.pt")
 
 
-def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ramp", [0.0, 0.75])
+def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
     """A run killed after its first epoch and started again ends with the same weights (the
-    cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run)."""
-    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2))
+    cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run); with an
+    augmentation ramp too (exact crops first, augmented ones taking over)."""
+    tmp_path = tmp_path / f"ramp{ramp}"
+    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2, augment_ramp=ramp))
     real_set_epoch = train.EpochBatches.set_epoch
 
-    def killed_at_epoch_2(self, epoch, skip=0):
+    def killed_at_epoch_2(self, epoch, skip=0, first_step=0):
         if epoch == 1:
             raise KeyboardInterrupt("simulated kill")
-        return real_set_epoch(self, epoch, skip)
+        return real_set_epoch(self, epoch, skip, first_step)
 
     monkeypatch.setattr(train.EpochBatches, "set_epoch", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+        train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
     monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
     assert weights(tmp_path / "resumed")["state"]["epoch"] == 1
-    resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+    resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
     a, b = weights(straight), weights(resumed)
     assert a["state"]["step"] == b["state"]["step"] == 4
     for key in ("model", "ema"):
@@ -50,7 +53,7 @@ def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch):
     assert len(Run(resumed).history()) == 2
     # a finished run is not trained again
     before = (Path(resumed) / "last.pt").stat().st_mtime_ns
-    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2))
+    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
     assert (Path(resumed) / "last.pt").stat().st_mtime_ns == before
 
 
@@ -191,3 +194,49 @@ def test_torchrun_two_cpu_processes_same_weights(tiny_data, tmp_path):
     for name, t in a.items():
         assert torch.equal(t, b[name]), name
     assert read_checkpoint(tmp_path / "ddp" / "last.pt")["state"]["step"] == 4
+
+
+def test_eval_every_writes_the_learning_curve_and_resume_keeps_it(tiny_data, tmp_path, monkeypatch):
+    """--eval-every N validates every N steps inside epochs (curve.csv, also inside last.pt), the
+    epoch end adds its own row, validation time is not training time, and a resumed run keeps the
+    rows of the epochs before the kill."""
+    kw = small(tiny_data, tmp_path, run="curve", epochs=2, batch_size=4, eval_every=3)  # 4 steps per epoch
+    real_set_epoch = train.EpochBatches.set_epoch
+
+    def killed_at_epoch_2(self, epoch, skip=0, first_step=0):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return real_set_epoch(self, epoch, skip, first_step)
+
+    monkeypatch.setattr(train.EpochBatches, "set_epoch", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(**kw)
+    monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
+    run = Run(tmp_path / "curve")
+    assert run.curve()["step"].tolist() == [3, 4]
+    train.fit(**kw)
+    curve = run.curve()
+    assert curve["step"].tolist() == [3, 4, 6, 8]  # 3, 6: every 3 steps; 4, 8: epoch ends
+    assert curve["images"].tolist() == [12, 16, 24, 32]
+    assert (np.diff(curve["elapsed_s"]) > 0).all() and np.isfinite(curve["kaggle_mse"]).all()
+    log = run.history()
+    assert log["step"].tolist() == [4, 8] and log["images"].tolist() == [16, 32]
+    # the epoch-end rows of the curve are the log's validations
+    assert np.allclose(curve.set_index("step").loc[[4, 8], "kaggle_mse"], log["kaggle_mse"])
+    assert read_checkpoint(run.checkpoint_path("last"))["curve"][-1]["step"] == 8
+
+
+def test_validation_inside_an_epoch_is_not_training_time(tiny_data, tmp_path, monkeypatch):
+    """A slow validation between steps does not eat into the wall-clock budget or elapsed_s."""
+    real = train.Trainer._validate
+
+    def slow(self):
+        import time
+        time.sleep(0.5)
+        return real(self)
+
+    monkeypatch.setattr(train.Trainer, "_validate", slow)
+    run = train.fit(**small(tiny_data, tmp_path, run="paused", epochs=1, batch_size=2, eval_every=1))
+    curve = Run(run).curve()
+    assert len(curve) == 8  # 16 hands / 2: a validation after each of the 8 steps
+    assert curve["elapsed_s"].iloc[-1] < 7 * 0.5  # seven 0.5 s validations inside the epoch not counted

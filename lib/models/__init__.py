@@ -25,8 +25,9 @@ from .cpm import CPM
 from .heatmap import HeatmapNet
 from .irv2 import IRV2
 from .regression import InceptionV3Regressor, ResNet34Regressor
+from .simcc import SimCCNet
 
-__all__ = ["create_model", "list_models", "load_weights", "load_trained", "KeypointModel"]
+__all__ = ["create_model", "list_models", "load_weights", "load_trained", "KeypointModel", "MODERN_DEFAULT"]
 
 # name -> (factory, default kwargs, one-line description)
 _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] = {
@@ -36,7 +37,14 @@ _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] =
     "irv2": (IRV2, {}, "modified Inception-ResNet-v2 regressor (report)"),
     "hm_resnet18": (HeatmapNet, {"backbone": "resnet18"},
                     "resnet18 + FPN head, 21 maps at stride 4, integral regression (soft-argmax, L1)"),
+    "hm_resnet18_64": (HeatmapNet, {"backbone": "resnet18", "input_size": 64},
+                       "hm_resnet18 on the crop resized to 64x64: 16x16 maps, ~3x the images per second; "
+                       "the modern default (learning curves, BENCHMARKS.md)"),
+    "simcc_resnet18_64": (SimCCNet, {"backbone": "resnet18", "input_size": 64},
+                          "resnet18 at 64x64 + SimCC head: per-joint tokens from stride 16, x/y logits at 2 bins "
+                          "per crop px, KL + L1"),
 }
+MODERN_DEFAULT = "hm_resnet18_64"  # the modern model the notebooks and docs train: the learning curves' winner
 
 
 def list_models() -> list[str]:

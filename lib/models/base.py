@@ -43,6 +43,15 @@ class KeypointModel(nn.Module):
         """0..255 RGB -> ImageNet-normalised input (keeps x's memory format)."""
         return (x - self.mean) / self.std
 
+    def network_input(self, x: Tensor, size: int) -> Tensor:
+        """Normalised input at size x size pixels (antialiased bilinear when it differs from x's):
+        a model that looks at a smaller picture than the crop trains faster per image; its outputs
+        stay in crop pixels (each model maps them back)."""
+        x = self.normalize(x)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
     def joint_weights(self, kp: Tensor, vis: Tensor | None) -> Tensor:
         """Per-joint loss weights (B, K), float32: 1 for visible, `occluded_weight` for vis == 0."""
         if vis is None:

@@ -1,7 +1,10 @@
 """Modern heatmap model: a timm backbone + a light FPN-style head, 21 maps at stride 4.
 
 ``hm_resnet18`` = timm resnet18 (``features_only``, random init) -> 1x1 laterals from strides
-4/8/16/32 summed top-down -> two 3x3 conv-BN-ReLU at 32x32 -> 21 maps. Two ways to train it:
+4/8/16/32 summed top-down -> two 3x3 conv-BN-ReLU at 32x32 -> 21 maps. ``hm_resnet18_64`` (the
+modern default) is the same network looking at the crop resized to 64x64 (``input_size=64``,
+antialiased): 16x16 maps of 8 crop pixels each, a quarter of the FLOPs. Coordinates stay in crop
+pixels either way (the map stride is counted in crop pixels). Two ways to train it:
 
 - ``loss="integral"`` with ``decode="soft_argmax"`` (the defaults): the maps are logits,
   the keypoint is the expectation of their softmax (integral regression, Sun et al. 2018), and
@@ -11,15 +14,13 @@
   decoding. The classic recipe, best after long training, but it starts slowly: for the first
   few hundred steps the maps stay near zero and argmax decoding jumps anywhere.
 
-Measured (cpu profile: 2.5 min of training on 2 CPU cores, 75-90 steps of 32, synthetic
-default, 256 validation hands, flip TTA; BENCHMARKS.md section 3): ``integral`` + soft-argmax
-kaggle_mse 751, the best single model at that budget (report architectures: ResNet34 865,
-Inception-v3 894, IRv2 939, CPM 1071; predicting the training mean pose: 886); ``mse`` + DARK
-956, worse than the mean pose: its maps peaked at ~0.09 of the target's 1 after 92 steps.
-Decoding that model's maps other ways (argmax 1136, quadratic 1130, DARK 1079, soft-argmax with
-beta 64: 772; no TTA) showed the read-out, not the features, was what lagged.
-On a GPU with the report's epochs the ``mse`` variant should be re-measured against it
-(``create_model("hm_resnet18", loss="mse", decode="dark")``).
+Measured (2-core CPU, the cpu profile's data, 256 validation hands, no TTA; BENCHMARKS.md
+"Learning curves", 2026-11-26): at 9,216 training images (288 steps of 32) ``integral`` reaches
+val kaggle_mse 564 and ``mse`` + DARK 709 (SimCC 740); in the cpu profile's 2.5 minutes the
+128-px model gets 175-350 steps (as busy as the machine is) and 558-581, the 64-px one ~1,000
+steps and 502 (mean pose ~860).
+On a GPU with long schedules the 128-px input and the ``mse`` variant should be re-measured
+against it (``create_model("hm_resnet18", loss="mse", decode="dark")``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class HeatmapNet(KeypointModel):
     def __init__(self, backbone: str = "resnet18", img_size: int = 128, head_channels: int = 64,
                  out_stride: int = 4, sigma: float = 2.0, loss: str = "integral",
                  decode: str = "soft_argmax", integral_weight: float = 0.01, beta: float = 8.0,
-                 occluded_weight: float = 1.0, **backbone_kw) -> None:
+                 occluded_weight: float = 1.0, input_size: int | None = None, **backbone_kw) -> None:
         super().__init__(img_size=img_size, occluded_weight=occluded_weight)
         if loss not in HEATMAP_LOSSES:
             raise ValueError(f"unknown heatmap loss {loss!r}; expected one of {HEATMAP_LOSSES}")
@@ -61,13 +62,14 @@ class HeatmapNet(KeypointModel):
         nn.init.normal_(self.final.weight, std=1e-3)
         nn.init.zeros_(self.final.bias)
         self.first_stride = reds[keep[0]]
-        self.stride = out_stride
-        self.map_size = img_size // out_stride
+        self.input_size = input_size or img_size
+        self.map_size = self.input_size // out_stride
+        self.stride = img_size / self.map_size  # crop pixels per map pixel
         self.sigma, self.loss_kind, self.decode_method = sigma, loss, decode
         self.integral_weight, self.beta = integral_weight, beta
 
     def forward(self, x: Tensor) -> dict:
-        feats = self.backbone(self.normalize(x))
+        feats = self.backbone(self.network_input(x, self.input_size))
         feats = [feats[i] for i in self.take]
         y = self.lateral[-1](feats[-1])
         for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
