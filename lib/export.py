@@ -1,6 +1,6 @@
 """A run's trained model as a standalone file, for use outside this repo (ONNX).
 
-    python -m lib.export onnx --run hm_resnet18_modern_cpu --out model.onnx
+    python -m lib.export onnx --run hm_resnet18_64_modern_cpu --out model.onnx
     python -m lib.export onnx --run NAME --out model.onnx --no-check     # skip onnxruntime's check
 
 The graph is the whole model, coordinate decoding included (soft-argmax, argmax + quadratic

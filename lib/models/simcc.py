@@ -11,7 +11,18 @@ distribution; the loss is the KL divergence from it to softmax(logits) per axis 
 with the joint weights ("kl"), optionally plus an L1 in crop pixels on the soft-argmax of the logits
 ("kl+l1", integral regression on the same logits, which moves coordinates from the first step).
 Decoding: soft-argmax over the bins within `window` bins of the peak (lib.codecs.decode_simcc), in
-crop pixels with the labels' convention.
+crop pixels with the labels' convention. ``simcc_resnet18_64`` looks at the crop resized to 64x64
+(``input_size``): 4x4 tokens from stride 16, and the unused stride-32 stage is not built.
+
+Measured from scratch (2-core CPU, cpu profile's data, BENCHMARKS.md section 6, 2026-11-26): it
+memorises fastest (512 hands to a train EPE below 3 px in 500 steps, where hm_resnet18_64 is at
+4.4 px after 1,234) but generalises slower: at the cpu budget 530-544 val kaggle_mse against
+hm_resnet18_64's 502 (its EPE, 26.0-26.1 px, is as good; its larger misses cost the MSE), and at
+9,216 images 740 (stride 32, 128 px) against the integral heatmap's 564. The fully connected map
+from tokens to bins has to learn where each bin is, which a convolutional heatmap knows from its
+structure; RTMPose pays for that with pretrained backbones and hundreds of epochs.
+The defaults (stride 16, sigma 8 bins, L1 weight 0.05) are the best of the variants tried there
+(stride 32 / sigma 4 / L1 0.01 learned slowest).
 """
 from __future__ import annotations
 
