@@ -25,13 +25,8 @@ def weights(run_dir, which="last"):
     return read_checkpoint(Path(run_dir) / f"{which}.pt")
 
 
-@pytest.mark.parametrize("ramp", [0.0, 0.75])
-def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
-    """A run killed after its first epoch and started again ends with the same weights (the
-    cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run); with an
-    augmentation ramp too (exact crops first, augmented ones taking over)."""
-    tmp_path = tmp_path / f"ramp{ramp}"
-    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2, augment_ramp=ramp))
+def killed_in_epoch_2(monkeypatch, **kw):
+    """Train kw's run until the start of its second epoch, where a simulated kill stops it."""
     real_set_epoch = train.EpochBatches.set_epoch
 
     def killed_at_epoch_2(self, epoch, skip=0, first_step=0):
@@ -41,8 +36,18 @@ def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
 
     monkeypatch.setattr(train.EpochBatches, "set_epoch", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
+        train.fit(**kw)
     monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
+
+
+@pytest.mark.parametrize("ramp", [0.0, 0.75])
+def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
+    """A run killed after its first epoch and started again ends with the same weights (the
+    cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run); with an
+    augmentation ramp too (exact crops first, augmented ones taking over)."""
+    tmp_path = tmp_path / f"ramp{ramp}"
+    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2, augment_ramp=ramp))
+    killed_in_epoch_2(monkeypatch, **small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
     assert weights(tmp_path / "resumed")["state"]["epoch"] == 1
     resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
     a, b = weights(straight), weights(resumed)
@@ -201,17 +206,7 @@ def test_eval_every_writes_the_learning_curve_and_resume_keeps_it(tiny_data, tmp
     epoch end adds its own row, validation time is not training time, and a resumed run keeps the
     rows of the epochs before the kill."""
     kw = small(tiny_data, tmp_path, run="curve", epochs=2, batch_size=4, eval_every=3)  # 4 steps per epoch
-    real_set_epoch = train.EpochBatches.set_epoch
-
-    def killed_at_epoch_2(self, epoch, skip=0, first_step=0):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill")
-        return real_set_epoch(self, epoch, skip, first_step)
-
-    monkeypatch.setattr(train.EpochBatches, "set_epoch", killed_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(**kw)
-    monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
+    killed_in_epoch_2(monkeypatch, **kw)
     run = Run(tmp_path / "curve")
     assert run.curve()["step"].tolist() == [3, 4]
     train.fit(**kw)
