@@ -11,22 +11,22 @@ learns slowly from a small budget: the issue's diagnostic for "does the head lea
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lib import config, data, train
+from lib import config, data, metrics, predict, train
 from lib.models import create_model
 
 
-@torch.no_grad()
-def _epe(model: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, batch: int = 128) -> float:
-    model.eval()
-    pred = torch.cat([model(x[i:i + batch])["kp"].float() for i in range(0, len(x), batch)])
+def _epe(model: torch.nn.Module, crops: np.ndarray, kp: np.ndarray) -> float:
+    """Mean joint error on the crops (no TTA), leaving the model in training mode."""
+    pred = predict.predict(model, crops, flip=False, device="cpu", amp="off")
     model.train()
-    return float((pred - kp).norm(dim=-1).mean())
+    return metrics.epe(pred, kp)
 
 
 def memorise(name: str, crops: np.ndarray, kp: np.ndarray, vis: np.ndarray, threshold: float = 3.0,
@@ -57,7 +57,7 @@ def memorise(name: str, crops: np.ndarray, kp: np.ndarray, vis: np.ndarray, thre
         step += 1
         last = step >= max_steps or time.perf_counter() - t0 >= max_minutes * 60
         if step % eval_every == 0 or last:
-            epe = _epe(model, x, kp_t)
+            epe = _epe(model, crops, kp)
             curve.append((step, epe))
             if epe < threshold:
                 reached = step
@@ -74,8 +74,6 @@ def bench_memorise(models: list[str], hands: int = 512, threshold: float = 3.0, 
                    max_minutes: float = 5.0, data_dir: str = "auto", seed: int = 0) -> pd.DataFrame:
     """memorise() for each model on the same `hands` training crops (the cpu profile's data by default).
     A model entry may carry keyword arguments: NAME or NAME:JSON."""
-    import json
-
     cfg = config.TrainConfig(model=models[0].split(":", 1)[0], profile="cpu", data_dir=data_dir,
                              limit_train=hands, seed=seed).resolved()
     files = data.find_data(cfg.data_dir)

@@ -27,7 +27,7 @@ from torch import Tensor
 __all__ = [
     "to_map", "from_map", "gaussian_heatmaps", "background_map", "heatmap_weights",
     "argmax_2d", "quadratic_refine", "gaussian_blur", "decode_heatmaps", "soft_argmax",
-    "simcc_targets", "decode_simcc",
+    "simcc_targets", "simcc_expectation", "decode_simcc",
 ]
 
 DECODERS = ("argmax", "quadratic", "dark", "soft_argmax")
@@ -189,6 +189,21 @@ def simcc_targets(kp: Tensor, size: tuple[int, int], split_ratio: float, sigma: 
     return axis(kp[..., 0], w), axis(kp[..., 1], h), heatmap_weights(kp, vis)
 
 
+def from_bins(b: Tensor, split_ratio: float) -> Tensor:
+    """SimCC bin coordinates -> input (crop-pixel) coordinates (bin j is centred on (j + 0.5) / r - 0.5)."""
+    return (b + 0.5) / split_ratio - 0.5
+
+
+def simcc_expectation(logits_x: Tensor, logits_y: Tensor, split_ratio: float) -> Tensor:
+    """Differentiable keypoints (B, K, 2) in crop pixels: the expectation of softmax(logits) per
+    axis over all bins (integral regression on SimCC logits, e.g. for an L1 loss)."""
+    def axis(lg: Tensor) -> Tensor:
+        bins = torch.arange(lg.shape[-1], device=lg.device, dtype=torch.float32)
+        return (torch.softmax(lg.float(), dim=-1) * bins).sum(-1)
+
+    return from_bins(torch.stack([axis(logits_x), axis(logits_y)], dim=-1), split_ratio)
+
+
 def decode_simcc(logits_x: Tensor, logits_y: Tensor, split_ratio: float,
                  method: str = "soft_argmax", beta: float = 1.0, window: int | None = None) -> Tensor:
     """Keypoints (B, K, 2) in crop pixels from SimCC logits (B, K, W*r) and (B, K, H*r).
@@ -211,5 +226,4 @@ def decode_simcc(logits_x: Tensor, logits_y: Tensor, split_ratio: float,
             z = z.masked_fill(far, float("-inf"))
         return (torch.softmax(z, dim=-1) * bins).sum(-1)
 
-    bx, by = axis(logits_x), axis(logits_y)
-    return torch.stack([(bx + 0.5) / split_ratio - 0.5, (by + 0.5) / split_ratio - 0.5], dim=-1)
+    return from_bins(torch.stack([axis(logits_x), axis(logits_y)], dim=-1), split_ratio)

@@ -107,9 +107,7 @@ class SimCCNet(KeypointModel):
                 kl = F.kl_div(F.log_softmax(logits, -1), target, reduction="none").sum(-1)  # (B, K)
                 total = total + (kl * w).sum() / norm
             if self.loss_kind == "kl+l1":
-                bins = torch.arange(self.bins, device=lx.device, dtype=torch.float32)
-                coord = torch.stack([(torch.softmax(lx, -1) * bins).sum(-1), (torch.softmax(ly, -1) * bins).sum(-1)], -1)
-                coord = (coord + 0.5) / self.split_ratio - 0.5
+                coord = codecs.simcc_expectation(lx, ly, self.split_ratio)
                 l1 = (coord - kp.float()).abs().sum(-1)
                 total = total + self.l1_weight * (l1 * w).sum() / norm
             return total
