@@ -27,7 +27,7 @@ import sys
 
 from lib import cli
 
-COMMANDS = ("input", "models", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all")
+COMMANDS = ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all")
 LEADERBOARD_DOC = """Train extra (model, recipe) runs at the profile's equal budget beside `make run`'s, predict them
 with flip TTA, ensemble, then tabulate every finished run (the accuracy section). Runs whose
 metrics exist are skipped, so the command resumes. A run spec is MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME]:
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     p_in = sub.add_parser("input", help="input pipeline crops/s")
     p_mo = sub.add_parser("models", help="per-model training / inference throughput")
+    p_lo = sub.add_parser("loop", help="the real training loop per model and recipe, against the model alone")
     p_one = sub.add_parser("_one")  # internal: one model, JSON on stdout (run by `models` in a subprocess)
     p_sc = sub.add_parser("scaling", help="1 vs N data-parallel processes")
     p_ac = sub.add_parser("accuracy", help="table of the finished runs")
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
                           description=CURVES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_me = sub.add_parser("memorise", help="steps each model needs to fit a few hundred training hands")
     p_all = sub.add_parser("all", help="input, models, scaling and accuracy")
-    for p in (p_in, p_mo, p_sc, p_ac, p_lb, p_cu, p_me, p_all):
+    for p in (p_in, p_mo, p_lo, p_sc, p_ac, p_lb, p_cu, p_me, p_all):
         p.add_argument("--out", help="markdown file whose bench section(s) to update (e.g. BENCHMARKS.md)")
     for p in (p_in, p_all):
         p.add_argument("--n", type=int, default=3000, help="crops per DataLoader measurement")
@@ -76,6 +77,18 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true")
         p.add_argument("--no-channels-last", action="store_true")
     p_mo.add_argument("--models", default="all", help="comma-separated names, or all")
+    p_lo.add_argument("--models", default="hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2",
+                      help="comma-separated names, or all")
+    p_lo.add_argument("--recipes", default="modern", help="comma-separated: modern, paper")
+    p_lo.add_argument("--batch", type=int, default=None, help="batch size (default: each recipe's)")
+    p_lo.add_argument("--steps", type=int, default=None, help="timed steps (default 5 CPU, 50 GPU)")
+    p_lo.add_argument("--cuda-graph", default="off", help="off, on, or off,on (both rows)")
+    p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | auto (device on CUDA)")
+    p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
+    p_lo.add_argument("--no-breakdown", action="store_true", help="skip the synchronised per-phase epoch")
+    p_lo.add_argument("--device", default="auto")
+    p_lo.add_argument("--profile", default="auto", help="whose synthetic data when data/ has no real files")
+    p_lo.add_argument("--data-dir", default="auto")
     p_one.add_argument("--model", required=True)
     p_sc.add_argument("--model", default="hm_resnet18")
     p_sc.add_argument("--procs", default=None, help="comma-separated process counts (default 1,2 or 1..GPUs)")
@@ -144,6 +157,16 @@ def check_args(a: argparse.Namespace) -> None:
             name_list("--model", a.model, list_models())
         elif getattr(a, "models", "all") != "all":
             a.models = ",".join(name_list("--models", a.models, list_models()))
+    if a.cmd == "loop":
+        from lib.config import RECIPES
+        from lib.models import list_models
+        a.models = list_models() if a.models == "all" else name_list("--models", a.models, list_models())
+        a.recipes = tuple(name_list("--recipes", a.recipes, sorted(RECIPES)))
+        a.cuda_graph = tuple(w == "on" for w in name_list("--cuda-graph", a.cuda_graph, ("off", "on")))
+        if a.pixel_ops not in ("workers", "device", "auto"):
+            raise ValueError(f"--pixel-ops: expected workers, device or auto, found {a.pixel_ops!r}")
+        if a.workers is not None and a.workers < 0:
+            raise ValueError(f"--workers: expected an integer >= 0, found {a.workers}")
     if a.cmd == "memorise":
         from lib.models import list_models
         entries = [e.strip() for e in a.models.split(";" if ";" in a.models else ",") if e.strip()]
@@ -203,6 +226,18 @@ def _main(argv: list[str] | None = None) -> int:
     if a.cmd == "_one":
         print(json.dumps(speed.bench_one_model(a.model, a.batch, a.steps, a.device, a.amp, not a.no_channels_last,
                                                a.compile)))
+        return 0
+    if a.cmd == "loop":
+        from benchmarks.loop import bench_loop
+
+        device = resolve_device(a.device)
+        df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
+                        a.data_dir, a.profile, not a.no_breakdown)
+        section("loop", "The training loop against the model alone (img/s, per-step breakdown)", df, argv, device,
+                "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
+                "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); model-only = "
+                "`models` on random crops at the same batch; host syncs / step = the loop's reads of the device; "
+                "(ms) columns = a further epoch with the device synchronised at each phase end", a.out)
         return 0
     if a.cmd == "leaderboard":
         profile, _ = run_leaderboard(a.runs, a.profile, a.data_dir)

@@ -112,6 +112,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
 
     device = resolve_device(device)
     amp = resolve_amp(amp, device)
+    torch.backends.cudnn.benchmark = True  # as lib.train: fixed shapes, cuDNN's fastest kernels
     torch.manual_seed(0)
     model = create_model(name)
     params = sum(p.numel() for p in model.parameters())
@@ -120,7 +121,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as lib.train's
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = (torch.rand(batch, 3, CROP_SIZE, CROP_SIZE, device=device) * 255).contiguous(memory_format=fmt)
     kp = torch.rand(batch, NUM_JOINTS, 2, device=device) * (CROP_SIZE - 1)

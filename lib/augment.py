@@ -25,6 +25,12 @@ shared stream, ~15 us). `Compose.set_random_seed(seed)` is avoided: it gives eve
 transform its own generator with the same seed, so their draws coincide (two p=0.5 ops are
 then always applied together) and it costs ~40 us. Seeds are non-negative ints.
 
+Deferred pixel ops (CUDA training): `ModernAugment.geometry` does the geometry in the worker
+and only draws the pixel-op parameters (a float32 vector of `PIXEL_PARAMS`, layout
+`PIXEL_LAYOUT`); `apply_pixels(x, params)` then applies colour, gamma, blur, noise and cutout
+to a whole batch on the training device. See `apply_pixels` for where it differs from the
+albumentations pipeline of `__call__`.
+
 The report's batch sampler ("Bernoulli draw over a sliding window") is in `lib.samplers`.
 """
 from __future__ import annotations
@@ -36,6 +42,9 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
+from albumentations.augmentations.blur import functional as fblur
 
 from lib.data import CROP_SIZE, CTX_PAD, CTX_SIZE, crop_box
 from lib.joints import NUM_JOINTS
@@ -324,18 +333,26 @@ class ModernAugment(Augment):
                  saturation: float = 0.25, hue: float = 0.03,
                  gamma_p: float = 0.3, gamma: tuple[float, float] = (80, 120),
                  blur_p: float = 0.2, noise_p: float = 0.2,
-                 noise_std: tuple[float, float] = (0.02, 0.06), cutout_p: float = 0.3) -> None:
+                 noise_std: tuple[float, float] = (0.02, 0.06), cutout_p: float = 0.3,
+                 defer_pixels: bool = False) -> None:
         super().__init__(scale=scale, rotate=rotate, shift=shift, hflip=hflip, vflip=vflip,
                          p_affine=p_affine, max_outside=max_outside, retries=retries,
                          color_p=color_p, brightness=brightness, contrast=contrast,
                          saturation=saturation, hue=hue, gamma_p=gamma_p, gamma=gamma,
                          blur_p=blur_p, noise_p=noise_p, noise_std=noise_std,
-                         cutout_p=cutout_p)
+                         cutout_p=cutout_p, defer_pixels=defer_pixels)
         if not 0 < scale[0] <= scale[1]:
             raise ValueError(f"modern: scale must be (lo, hi) with 0 < lo <= hi, found {scale}")
         self.log_scale = (math.log(scale[0]), math.log(scale[1]))
         self.rotate, self.shift, self.hflip, self.vflip = rotate, shift, hflip, vflip
         self.p_affine, self.max_outside, self.retries = p_affine, max_outside, retries
+        self.defer_pixels = defer_pixels
+        self.p_ops = {"color": color_p, "gamma": gamma_p, "blur": blur_p, "noise": noise_p,
+                      "cutout": cutout_p}
+        self.jitter = [(max(0.0, 1 - brightness), 1 + brightness),
+                       (max(0.0, 1 - contrast), 1 + contrast),
+                       (max(0.0, 1 - saturation), 1 + saturation), (-hue, hue)]
+        self.gamma, self.noise_std = gamma, noise_std
         self.pixel = A.Compose([
             A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation,
                           hue=hue, p=color_p),
@@ -348,7 +365,7 @@ class ModernAugment(Augment):
                             hole_width_range=(0.1, 0.25), fill="random_uniform", p=cutout_p),
         ], p=1.0)
 
-    def _apply(self, ctx, p, s, rng):
+    def _geometry(self, ctx, p, s, rng):
         c_in, c_out = (CTX_SIZE - 1) / 2.0, (CROP_SIZE - 1) / 2.0
         flip = _flip(rng.random() < self.hflip, rng.random() < self.vflip, 1)  # linear part
         jitter = rng.random() < self.p_affine
@@ -363,9 +380,195 @@ class ModernAugment(Augment):
             m = _translate(c_out + t[0], c_out + t[1]) @ lin @ _translate(-c_in, -c_in)
             if (~_inside(apply_affine(m, p), CROP_SIZE)).sum() <= self.max_outside:
                 break
-        img, p_out, s_out = self._finish(ctx, p, s, m)
+        return self._finish(ctx, p, s, m)
+
+    def _apply(self, ctx, p, s, rng):
+        img, p_out, s_out = self._geometry(ctx, p, s, rng)
         self.pixel.set_random_state(rng, self._py)
         return self.pixel(image=img)["image"], p_out, s_out
+
+    def geometry(self, ctx: np.ndarray, p: np.ndarray, s: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """`__call__`'s geometry (same img, p_out, s_out) plus the drawn pixel-op parameters
+        (PIXEL_PARAMS,) float32, to be applied later by `apply_pixels` on a batch."""
+        _check(ctx, p, s)
+        rng = self._rngs(seed)
+        img, p_out, s_out = self._geometry(ctx, np.asarray(p, dtype=np.float64), float(s), rng)
+        return img, p_out, s_out, self.draw_pixels(rng)
+
+    @staticmethod
+    def identity_pixels() -> np.ndarray:
+        """The module's `identity_pixels()`, reachable through the augment object (lib.data
+        sits below lib.augment and cannot import it)."""
+        return identity_pixels()
+
+    def draw_pixels(self, rng: np.random.Generator) -> np.ndarray:
+        """Pixel-op parameters with the probabilities and ranges of `self.pixel`. Every draw is
+        made whether its op is on or not, so the stream layout is fixed."""
+        v = identity_pixels()
+        on = rng.random(5) < np.array(list(self.p_ops.values()))
+        jitter = [rng.uniform(lo, hi) for lo, hi in self.jitter]
+        gamma = rng.uniform(*self.gamma) / 100.0
+        motion, size_u, sigma_angle = rng.random() < 0.5, rng.random(), rng.random()
+        std, noise_seed = rng.uniform(*self.noise_std) * 255.0, rng.integers(1 << 24)
+        two, hw = rng.random() < 0.5, rng.uniform(0.1, 0.25, (2, 2))
+        corner, colour = rng.random((2, 2)), rng.integers(0, 256, (2, 3))
+        if on[0]:
+            v[_IX["color"]], v[_IX["jitter"]] = 1.0, jitter
+        if on[1]:
+            v[_IX["gamma_on"]], v[_IX["gamma"]] = 1.0, gamma
+        if on[2]:  # OneOf: GaussianBlur(blur_limit=(3, 5)) or centred MotionBlur((3, 7))
+            if motion:  # odd 3..7, any angle, symmetric (direction 0), not shifted
+                size, sigma_angle = 3 + 2 * int(size_u * 3), 360.0 * sigma_angle
+                k2 = fblur.create_motion_kernel(size, sigma_angle, 0.0, False, self._py)
+                k2 = k2 / k2.sum()
+            else:  # randint(3, 5), even sizes rounded up: 3 (1/3) or 5 (2/3)
+                size, sigma_angle = (3 if size_u < 1 / 3 else 5), 0.5 + 2.5 * sigma_angle
+                k1 = fblur.create_gaussian_kernel_1d(sigma_angle, size)
+                k2 = np.outer(k1, k1)
+            k = np.zeros((_K, _K))
+            a = (_K - size) // 2
+            k[a:a + size, a:a + size] = k2
+            v[_IX["blur"]] = 1.0 + motion, size, sigma_angle
+            v[_IX["kernel"]] = k.ravel()
+        if on[3]:
+            v[_IX["noise"]] = 1.0, std, noise_seed
+        if on[4]:  # CoarseDropout: 1-2 holes of 10-25% of the side, one random colour each
+            v[_IX["cutout"]] = 1.0
+            sides = (hw * CROP_SIZE).astype(int)  # (hole, h/w)
+            y0x0 = (corner * (CROP_SIZE - sides + 1)).astype(int)
+            holes = np.concatenate([y0x0[:, ::-1], (y0x0 + sides)[:, ::-1], colour], axis=1)
+            v[_IX["holes"]] = holes[:1 + two].ravel().tolist() + [0.0] * 7 * (1 - two)
+        return v
+
+
+# ---------------------------------------------------------------- deferred pixel ops
+
+_K = 7  # blur kernels are padded to 7 x 7
+
+
+def _layout(*fields: tuple[str, int]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, n in fields:
+        out[name], start = slice(start, start + n), start + n
+    return out
+
+
+PIXEL_LAYOUT: dict[str, slice] = _layout(
+    ("color", 1), ("jitter", 4), ("gamma_on", 1), ("gamma", 1), ("blur", 3), ("kernel", _K * _K),
+    ("noise", 3), ("cutout", 1), ("holes", 14))
+PIXEL_PARAMS: int = PIXEL_LAYOUT["holes"].stop
+"""Per sample: color on, jitter (brightness, contrast, saturation factors, hue shift in turns),
+gamma on, gamma; blur (0 off / 1 Gaussian / 2 motion, size, sigma or angle), kernel (7x7,
+correlation, centred); noise (on, std in grey levels, seed < 2**24); cutout on, holes (2 x
+x0, y0, x1, y1, r, g, b; an unused hole is empty)."""
+_IX = PIXEL_LAYOUT
+
+
+def identity_pixels() -> np.ndarray:
+    """A (PIXEL_PARAMS,) float32 parameter vector that applies no pixel op."""
+    v = np.zeros(PIXEL_PARAMS, np.float32)
+    v[_IX["jitter"]] = 1.0, 1.0, 1.0, 0.0
+    v[_IX["gamma"]] = 1.0
+    v[_IX["kernel"].start + _K * _K // 2] = 1.0
+    return v
+
+
+def _hash(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix (lowbias32-like) on int64 tensors holding values < 2**32."""
+    m = 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & m
+    x = x ^ (x >> 15)
+    x = (x * 0x5BD1E995) & m
+    return x ^ (x >> 16)
+
+
+def _gauss_noise(seed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise (B, *shape): sample b depends only on its own seed[b] (Box-Muller
+    on the two 16-bit halves of a counter-based hash, so |z| < 4.9; no generator state, no
+    host synchronisation)."""
+    i = _hash(torch.arange(math.prod(shape), device=seed.device, dtype=torch.int64))
+    s = _hash((seed.to(torch.int64).view(-1, 1) + 0x9E3779B9) & 0xFFFFFFFF)
+    h = _hash(s ^ i)  # (B, n)
+    u1 = ((h >> 16).to(torch.float32) + 0.5) / 65536
+    u2 = ((h & 0xFFFF).to(torch.float32) + 0.5) / 65536
+    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    return z.view(-1, *shape)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """cv2's uint8 RGB2GRAY (fixed point, rounded), (B,1,H,W)."""
+    r, g, b = x.unbind(1)
+    return torch.floor((r * 4899 + g * 9617 + b * 1868 + 8192) / 16384).unsqueeze(1)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Hue shift by `shift` (B,) turns through cv2's uint8 HSV (its fixed-point RGB2HSV, H in
+    0..179), as albumentations does it."""
+    q = x.to(torch.int32)  # products stay below 2**31
+    r, g, b = q.unbind(1)
+    v, d = q.amax(1), q.amax(1) - q.amin(1)
+    div = lambda a: torch.div(a + 2048, 4096, rounding_mode="floor")  # noqa: E731 (>> 12, rounded)
+    sdiv = torch.round((255 << 12) / v.clamp(min=1).double()).to(torch.int32) * (v > 0)
+    hdiv = torch.round((180 << 12) / (6.0 * d.clamp(min=1).double())).to(torch.int32) * (d > 0)
+    num = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * d, r - g + 4 * d))
+    sat = div(d * sdiv).float() / 255
+    h = div(num * hdiv)
+    h = torch.where(h < 0, h + 180, h).float()
+    h = torch.floor(torch.remainder(h + 180 * shift.view(-1, 1, 1), 180)) / 30  # sectors 0..6
+    n = 5.0 - 2 * torch.arange(3, device=x.device).view(1, 3, 1, 1)  # R, G, B (no host copy)
+    k = torch.remainder(n + h.unsqueeze(1), 6)
+    f = torch.minimum(k, 4 - k).clamp(0, 1)
+    vs = v.float().unsqueeze(1)
+    return torch.floor(vs - vs * sat.unsqueeze(1) * f + 1e-3)  # cv2 4.13 truncates (measured)
+
+
+def apply_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Colour jitter, gamma, blur, Gaussian noise, cutout on a batch, in albumentations' order.
+
+    x (B,3,H,W) RGB 0..255 (uint8 or float), params (B, PIXEL_PARAMS) float32 on x's device
+    (`ModernAugment.geometry`); returns float32 (B,3,H,W), integers in [0, 255]. Each op
+    rounds like albumentations' uint8 code (brightness, contrast, gamma, noise and cv2's
+    HSV->RGB truncate; saturation and blur round), so results match it to about a grey level
+    (tests/test_augment_device.py). No host synchronisation, no loop over samples.
+    Differences from albumentations: the colour jitter runs brightness, contrast, saturation,
+    hue in this fixed order (albumentations shuffles it per image); the noise comes from a
+    per-sample hash of the noise seed, not from numpy's generator. Blur borders are
+    reflect_101, as cv2's; CUDA's TF32 convolutions may move a blurred pixel by one level.
+    """
+    x = x.float()
+    p = params.float()
+    B, C, H, W = x.shape
+    col = lambda name: p[:, _IX[name]].view(B, -1, 1, 1)  # noqa: E731
+    on = lambda name: p[:, _IX[name].start].view(B, 1, 1, 1) > 0  # noqa: E731
+    # colour jitter (factor 1 / shift 0 where off)
+    bright, contrast, sat, hue = col("jitter").unbind(1)
+    y = torch.floor((x * bright.unsqueeze(1)).clamp(0, 255))
+    mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
+    y = torch.floor((y * contrast.unsqueeze(1) + mean * (1 - contrast.unsqueeze(1))).clamp(0, 255))
+    y = torch.round((y * sat.unsqueeze(1) + _gray(y) * (1 - sat.unsqueeze(1))).clamp(0, 255))
+    y = torch.where(hue.unsqueeze(1) != 0, _hue(y, hue.view(B)), y)
+    x = torch.where(on("color"), y, x)
+    # gamma
+    x = torch.where(on("gamma_on"), torch.floor((x / 255) ** col("gamma") * 255), x)
+    # blur: one grouped correlation with a 7x7 kernel per sample
+    k = p[:, _IX["kernel"]].view(B, 1, _K, _K).repeat_interleave(C, 0)
+    y = F.conv2d(F.pad(x.view(1, B * C, H, W), (_K // 2,) * 4, mode="reflect"), k, groups=B * C)
+    x = torch.where(on("blur"), torch.round(y.view(B, C, H, W)).clamp(0, 255), x)
+    # Gaussian noise
+    _, std, seed = p[:, _IX["noise"]].unbind(1)
+    z = _gauss_noise(seed, (C, H, W)) * std.view(B, 1, 1, 1)
+    x = torch.where(on("noise"), torch.floor((x + z).clamp(0, 255)), x)
+    # cutout: each hole a rectangle of one colour
+    holes = p[:, _IX["holes"]].view(B, 2, 7)
+    ys = torch.arange(H, device=x.device, dtype=torch.float32).view(1, H, 1)
+    xs = torch.arange(W, device=x.device, dtype=torch.float32).view(1, 1, W)
+    for h in holes.unbind(1):
+        x0, y0, x1, y1 = (h[:, j].view(B, 1, 1) for j in range(4))
+        inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        x = torch.where((inside.unsqueeze(1) & on("cutout")), h[:, 4:].view(B, 3, 1, 1), x)
+    return x
 
 
 _BUILDERS = {"none": NoAugment, "paper": PaperAugment, "modern": ModernAugment}

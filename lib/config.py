@@ -34,6 +34,10 @@ PROFILES: dict[str, dict] = {
     # synthetic: (training images, evaluation images) of the profile's synthetic default dataset
     "full": dict(synthetic=(40000, 2700), limit_train=None, limit_val=None, budget_minutes=None),  # GPU: report's epochs
     "cpu": dict(synthetic=(4000, 300), limit_train=None, limit_val=256, budget_minutes=2.5),    # 2 cores: minutes
+    # a short GPU rental (~10 min on one H100): the full synthetic set, the modern model only (make run
+    # PROFILE=gpu skips the report models' notebooks), 3 minutes of training steps
+    "gpu": dict(synthetic=(40000, 2700), data="full", notebooks=("07_hm_resnet18",), limit_train=None,
+                limit_val=1000, budget_minutes=3.0),
     "smoke": dict(synthetic=(40, 12), limit_train=16, limit_val=8, batch_size=8, budget_minutes=None,
                   epochs=1),                                                                     # tests: seconds
 }
@@ -103,7 +107,7 @@ class TrainConfig:
 
     model: str = "resnet34"
     recipe: str = "modern"            # paper | modern
-    profile: str = "auto"             # full | cpu | smoke | auto (full on CUDA, else cpu)
+    profile: str = "auto"             # full | gpu | cpu | smoke | auto (full on CUDA, else cpu)
     data_dir: str = "auto"            # a dir with training.h5/testing.h5; auto: see ensure_data
     run: str | None = None            # run name; default <model>_<recipe>_<profile>
     out_dir: str | None = None        # default: outputs/runs (HANDJOINTS_OUTPUTS moves it)
@@ -130,6 +134,9 @@ class TrainConfig:
     amp: str = "auto"                 # auto (bf16 on CUDA) | bf16 | fp16 | off
     channels_last: bool = True
     compile: bool = False
+    cuda_graph: bool = False          # the whole step as one CUDA graph (small batches; one GPU, bf16 or off)
+    check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
+    pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | auto (device on CUDA)
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)
 
@@ -147,7 +154,7 @@ class TrainConfig:
         c.device = resolve_device(c.device)
         c.profile = resolve_profile(c.profile, c.device)
         recipe = RECIPES[c.recipe]
-        profile = {k: v for k, v in PROFILES[c.profile].items() if k != "synthetic"}
+        profile = {k: v for k, v in PROFILES[c.profile].items() if k not in ("synthetic", "data", "notebooks")}
         for k, v in {**recipe, **profile}.items():
             if getattr(c, k) is None:
                 setattr(c, k, v)
@@ -156,6 +163,8 @@ class TrainConfig:
         if self.lr is None and c.batch_size != recipe["batch_size"] and c.recipe != "paper":
             c.lr = recipe["lr"] * c.batch_size / recipe["batch_size"]
         c.amp = resolve_amp(c.amp, c.device)
+        if c.pixel_ops == "auto":
+            c.pixel_ops = "device" if c.device.startswith("cuda") and c.augment == "modern" else "workers"
         if c.workers is None:
             c.workers = default_workers()
         c.data_dir = str(ensure_data(c.data_dir, c.profile, render=False).resolve())  # absolute: usable from anywhere
@@ -169,7 +178,7 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"--{option.replace('_', '-')}: expected {expected}, found {found!r}")
 
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "check_every"):
             need(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
         for name in ("warmup_steps", "workers", "eval_every"):
             need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
@@ -186,7 +195,10 @@ class TrainConfig:
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)", self.val_fraction)
         need(0 <= self.augment_ramp <= 1, "augment_ramp", "a share of the run in [0, 1] (0: augment from the start)",
              self.augment_ramp)
+        need(self.pixel_ops == "workers" or self.augment == "modern", "pixel_ops",
+             "workers (device runs only the modern augmentation's pixel ops)", self.pixel_ops)
         for name, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("constant", "cosine")),
+                              ("pixel_ops", ("workers", "device")),
                               ("sampler", ("shuffle", "window")), ("augment", ("none", "paper", "modern"))):
             need(getattr(self, name) in allowed, name, f"one of {list(allowed)}", getattr(self, name))
         need(self.run not in ("", ".", "..") and "/" not in self.run and "\\" not in self.run, "run",
@@ -204,8 +216,9 @@ STAMP = "synthetic.json"  # what a synthetic folder was built with
 
 
 def synthetic_dir(profile: str) -> Path:
-    """Where the profile's synthetic default lives: data/synthetic (cpu), data/synthetic-<profile>."""
-    profile = resolve_profile(profile)
+    """Where the profile's synthetic default lives: data/synthetic (cpu), data/synthetic-<profile>
+    (gpu shares full's)."""
+    profile = PROFILES[resolve_profile(profile)].get("data", resolve_profile(profile))
     return paths.data_root() / ("synthetic" if profile == "cpu" else f"synthetic-{profile}")
 
 

@@ -807,6 +807,9 @@ class HandDataset(torch.utils.data.Dataset):
     through `augment(ctx, p, s, seed) -> (img128, p128, s_out)` (lib.augment) and the label is
     converted back to the competition convention. An item is an index, (index, seed), or
     (index, seed, augment?): False gives the exact crop (lib.samplers.EpochBatches' augmentation ramp).
+    With an augment whose `defer_pixels` is true, augmented items come from `augment.geometry`
+    and every item has a "pixel" key (the pixel-op parameters; `augment.identity_pixels()` for
+    exact crops), to be applied per batch on the device by `lib.augment.apply_pixels`.
     """
 
     def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0):
@@ -820,17 +823,26 @@ class HandDataset(torch.utils.data.Dataset):
             item, self.seed * 1_000_003 + int(item), True)
         i = int(self.indices[pos])
         c = self.cache
+        defer = getattr(self.augment, "defer_pixels", False)
         if self.augment is None or not augment:
             img, kp = np.array(c.crop[i]), c.kp[i]
+            pixel = self.augment.identity_pixels() if defer else None
         else:
-            img, p, s = self.augment(np.asarray(c.ctx[i]), c.ctx_kp[i], float(c.scale[i]), int(sample_seed))
+            args = np.asarray(c.ctx[i]), c.ctx_kp[i], float(c.scale[i]), int(sample_seed)
+            if defer:
+                img, p, s, pixel = self.augment.geometry(*args)
+            else:
+                img, p, s = self.augment(*args)
             kp = label_from_pixels(p, s)
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),  # uint8 (3,128,128)
             "kp": torch.from_numpy(np.asarray(kp, np.float32)),
             "vis": torch.from_numpy(c.vis[i].astype(np.float32)),
             "index": i,
         }
+        if defer:
+            item["pixel"] = torch.from_numpy(pixel)  # float32 (PIXEL_PARAMS,): lib.augment.apply_pixels
+        return item
 
 
 def load_test_crops(path: str | os.PathLike, channel_order: ChannelOrder = "auto") -> np.ndarray:

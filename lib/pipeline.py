@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import cli, paths
-from lib.config import ensure_data, resolve_profile
+from lib.config import PROFILES, ensure_data, resolve_profile
 
 REPO = paths.REPO
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -53,6 +53,9 @@ def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | 
     if unknown:
         raise ValueError(f"--only/--skip: expected names among {steps}, found {sorted(unknown)}")
     selected = [s for s in steps if (not only or s in only) and s not in (skip or [])]
+    keep = PROFILES[profile].get("notebooks")
+    if keep and not only:  # e.g. gpu: the modern model only
+        selected = [s for s in selected if s not in TRAINING_NOTEBOOKS or s in keep]
     timings = []
     resolved = None
     for step in selected:
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="auto", help="full | cpu | smoke | auto (full on CUDA, else cpu)")
+    ap.add_argument("--profile", default="auto", help="full | gpu | cpu | smoke | auto (full on CUDA, else cpu)")
     ap.add_argument("--only", nargs="*", help="steps to run: data and notebook names")
     ap.add_argument("--skip", nargs="*", help="steps to leave out")
     ap.add_argument("--data-dir", default="auto")

@@ -73,8 +73,10 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, progress: float
 
 
 def to_input(batch: dict, device: str, channels_last: bool) -> torch.Tensor:
-    """The uint8 image batch as float input on the device."""
-    x = batch["image"].to(device, non_blocking=True).float()
+    """The uint8 image batch as float input on the device, after its deferred pixel ops if it has
+    them (`--pixel-ops device`: lib.augment.apply_pixels on the device)."""
+    x = batch["image"].to(device, non_blocking=True)
+    x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True)) if "pixel" in batch else x.float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -108,6 +110,123 @@ def split_indices(files: data.DataPaths, cache: data.CropCache, cfg: TrainConfig
     return train_idx, val_idx
 
 
+# --------------------------------------------------------------------------- the lean step
+
+
+class LossMeter:
+    """The training loss summed on the device and read with one host synchronisation when asked,
+    so a step never waits for the GPU. It also keeps the first non-finite loss (step and value)."""
+
+    def __init__(self, device: str):
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # [this epoch, since the last curve point]
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def add(self, loss: torch.Tensor, weight: float, step: int) -> None:
+        """Queue (no sync): sums += loss * weight; remember `step` if this is the first non-finite loss."""
+        loss = loss.detach().float()
+        self.sums += loss.double() * weight
+        new = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(new, step, self.bad_step)
+        self.bad_value = torch.where(new, loss, self.bad_value)
+
+    def read(self, world: int = 1) -> tuple[float, float, int, float]:
+        """(epoch sum, sum since the last curve point, first bad step or -1, its loss), summed over
+        torchrun processes (the bad step: the largest)."""
+        sums, bad = self.sums.clone(), self.bad_step.clone()
+        if world > 1:
+            dist.all_reduce(sums)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        epoch, since = sums.tolist()
+        return epoch, since, int(bad), float(self.bad_value)
+
+
+class LeanEma:
+    """timm's ModelEmaV3 (decay warm-up, foreach lerp) over tensor lists gathered once, instead of
+    two state_dict() calls per step (~1 ms of Python for the deeper models)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        from timm.utils import ModelEmaV3
+
+        self.timm = ModelEmaV3(model, decay=decay, use_warmup=True)
+        self.module = self.timm.module
+        self.pairs: tuple[list, list, list, list] | None = None
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        if self.pairs is None:
+            ema, live = list(self.module.state_dict().values()), list(model.state_dict().values())
+            fl = [i for i, t in enumerate(ema) if t.is_floating_point()]
+            other = [i for i, t in enumerate(ema) if not t.is_floating_point()]
+            self.pairs = ([ema[i] for i in fl], [live[i] for i in fl], [ema[i] for i in other], [live[i] for i in other])
+        ema_f, live_f, ema_o, live_o = self.pairs
+        torch._foreach_lerp_(ema_f, live_f, 1.0 - self.timm.get_decay(step))
+        if ema_o:
+            torch._foreach_copy_(ema_o, live_o)
+
+
+class GraphStep:
+    """The whole optimisation step (forward, loss, backward, clipping, optimizer) as one CUDA graph,
+    replayed per batch: small batches stop paying a kernel launch per layer from Python.
+
+    Captured on the first batch (after 3 warm-up steps whose effect on weights, BatchNorm statistics
+    and optimizer state is undone); the learning rate is a device tensor filled each step. A batch
+    of another size (the sliding-window sampler's last) runs eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, trainer: "Trainer", x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
+        cfg, model, opt = trainer.cfg, trainer.model, trainer.optimizer
+        self.model, self.opt, self.clip = model, opt, cfg.grad_clip
+        self.device, self.amp = trainer.device, cfg.amp
+        for g in opt.param_groups:
+            g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
+        self.x, self.kp, self.vis = x.clone(), kp.clone(), vis.clone()
+        saved = {k: t.detach().clone() for k, t in self._state().items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self._body()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # DataLoader threads go on
+            self.loss = self._body()
+        with torch.no_grad():  # undo the warm-up; optimizer state it created starts at zero, as Adam's does
+            for k, t in self._state().items():
+                t.copy_(saved[k]) if k in saved else t.zero_()
+
+    def _state(self) -> dict[tuple, torch.Tensor]:
+        """Everything a step changes: weights, buffers, optimizer moments and step counts."""
+        out = {("w", i): t for i, t in enumerate([*self.model.parameters(), *self.model.buffers()])}
+        for i, p in enumerate(self.model.parameters()):
+            out.update({("opt", i, k): v for k, v in self.opt.state.get(p, {}).items() if torch.is_tensor(v)})
+        return out
+
+    def _body(self) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)  # backward writes fresh gradients (in the graph's memory)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp == "bf16", cache_enabled=False):
+            out = self.model(self.x)
+        loss = self.model.loss(out, self.kp, self.vis)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip, foreach=True)
+        self.opt.step()
+        return loss.detach()
+
+    def fits(self, x: torch.Tensor) -> bool:
+        return x.shape == self.x.shape
+
+    def __call__(self, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor, lr: float) -> torch.Tensor:
+        self.x.copy_(x, non_blocking=True)
+        self.kp.copy_(kp, non_blocking=True)
+        self.vis.copy_(vis, non_blocking=True)
+        for g in self.opt.param_groups:
+            g["lr"].fill_(lr)
+        self.graph.replay()
+        return self.loss
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -127,7 +246,11 @@ class Trainer:
         self.history: list[dict] = []
         self.curve: list[dict] = []  # every validation: the learning curve (curve.csv)
         self.paused = 0.0            # seconds spent validating inside epochs, left out of training time
-        self.since = {"loss": 0.0, "n": 0}  # training loss since the last curve point
+        self.since_n, self.since_loss = 0, float("nan")  # training images / mean loss since the last curve point
+        self.syncs = 0               # host synchronisations of the loop (lean: one per check_every steps)
+        self.lr_now = 0.0
+        self.graph: GraphStep | None = None
+        self.timer = None            # a callable(phase) marking the end of each phase of a step (lib.bench loop)
         torch.manual_seed(cfg.seed)
         self._build_data()
         self._build_model()
@@ -146,12 +269,14 @@ class Trainer:
             cache = data.build_cache(files.training)
             train_idx, self.val_idx = split_indices(files, cache, cfg)
         self.labels = labels_fingerprint(cache.kp, cache.vis)
-        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment), cfg.seed)
+        deferred = {"defer_pixels": True} if cfg.pixel_ops == "device" else {}
+        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed)
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
         if cfg.augment != "none" and cfg.augment_ramp > 0:  # weak early, strong late: exact crops first
             self.batches.aug_share = lambda step: min(1.0, step / max(1.0, cfg.augment_ramp * self.total))
-        kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0)
+        kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0,
+                  prefetch_factor=4 if cfg.workers else None)  # small steps: keep batches queued
         self.train_loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=self.batches, **kw)
         self.val_loader = torch.utils.data.DataLoader(self.val_ds, batch_size=64, **kw)
 
@@ -162,12 +287,14 @@ class Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]  # checked by resolved()
-        self.optimizer = opt_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel for all weights (CPU too: ~4x faster than foreach there); capturable for CUDA graphs
+        self.optimizer = opt_cls(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True,
+                                 capturable=cfg.cuda_graph)
         self.scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16")
-        self.ema = None
-        if cfg.ema:
-            from timm.utils import ModelEmaV3
-            self.ema = ModelEmaV3(self.model, decay=cfg.ema, use_warmup=True)
+        self.ema = LeanEma(self.model, cfg.ema) if cfg.ema else None
+        self.meter = LossMeter(self.device)
+        if self.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
 
     def _resume(self) -> bool:
         """Continue from last.pt when there is one (True: that run had finished); else start afresh,
@@ -191,6 +318,8 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.module.load_state_dict(ck["ema"])
+        for g in self.optimizer.param_groups:  # a CUDA graph's run saved it as a tensor; GraphStep makes it one again
+            g["lr"] = float(g["lr"])
         torch.set_rng_state(ck["torch_rng"])
         self.state.update(ck["state"])
         # the log as of the checkpoint: a kill between writing last.pt and log.csv loses no row
@@ -219,13 +348,12 @@ class Trainer:
         return metrics.summary(pred, gt, vis), val_loss
 
     def _curve_point(self, scores: dict, elapsed: float) -> dict:
-        """A learning-curve row for the current step (replacing one of the same step)."""
-        state, since = self.state, self.since
+        """A learning-curve row for the current step (replacing one of the same step), with the
+        training loss since the previous row (read by every process just before: _read_loss(since=True))."""
+        state = self.state
         row = {"step": state["step"], "images": state["step"] * self.cfg.batch_size, "elapsed_s": elapsed,
-               "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": since["loss"] / since["n"] if since["n"] else float("nan"),
+               "lr": self.lr_now, "train_loss": self.since_loss,
                **{k: scores[k] for k in ("kaggle_mse", "epe", "pck@2px")}}
-        since.update(loss=0.0, n=0)
         if self.curve and self.curve[-1]["step"] == row["step"]:
             self.curve.pop()
         self.curve.append(row)
@@ -236,39 +364,69 @@ class Trainer:
             print(text, flush=True)
 
     # ---------------------------------------------------------------- training
-    def _step(self, net: torch.nn.Module, batch: dict, lr: float) -> tuple[float, int]:
-        """One optimisation step at learning rate lr; returns (the loss averaged over processes, global batch size)."""
-        cfg, model, step = self.cfg, self.model, self.state["step"]
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+    def _step(self, net: torch.nn.Module, batch: dict, lr: float) -> int:
+        """One optimisation step at learning rate lr; returns the global batch size.
+
+        Lean: nothing here waits for the device. The loss goes into self.meter, which the loop reads
+        (one host synchronisation) every check_every steps and at the end of an epoch."""
+        cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
+        mark("waiting for data")
+        self.lr_now = lr
         x = to_input(batch, self.device, cfg.channels_last)
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
-        with autocast(self.device, cfg.amp):
-            out = net(x)
-        loss = model.loss(out, kp, vis)
-        check = loss.detach().clone()
-        if self.world > 1:
-            dist.all_reduce(check)
-            check /= self.world
-        if not torch.isfinite(check):
-            last = self.run.checkpoint_path("last")
-            raise FloatingPointError(
-                f"{cfg.run}: loss became {float(check)} at epoch {self.state['epoch'] + 1} step {step}; stopped. "
-                f"The last good checkpoint is {last if last.exists() else 'none (first epoch)'}; "
-                f"try a lower lr (now {cfg.lr}) or --grad-clip")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        mark("to device + pixel ops")
+        if cfg.cuda_graph and self.graph is None:
+            self.graph = GraphStep(self, x, kp, vis)
+        if self.graph is not None and self.graph.fits(x):
+            loss = self.graph(x, kp, vis, lr)
+            mark("forward + backward + optimizer (graph)")
+        else:
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["lr"].fill_(lr) if torch.is_tensor(g["lr"]) else lr
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, cfg.amp):
+                out = net(x)
+            loss = model.loss(out, kp, vis)
+            self.scaler.scale(loss).backward()
+            mark("forward + backward")
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            mark("optimizer")
         if self.ema is not None:
             self.ema.update(model, step=step)
+            mark("EMA")
+        self.meter.add(loss, len(x), step)
         self.state["step"] += 1
         self.state["skip"] += 1
-        return float(check), len(x) * self.world
+        return len(x) * self.world
+
+    def _read_loss(self, since: bool = False) -> float:
+        """The training-loss sum of this epoch over processes (every process calls it): one host sync.
+        FloatingPointError, naming the first non-finite step, when the loss stopped being finite.
+        since=True: also set since_loss (mean since the last curve point) and start the next span."""
+        self.syncs += 1
+        epoch_sum, since_sum, bad, value = self.meter.read(self.world)
+        if bad >= 0:
+            last = self.run.checkpoint_path("last")
+            raise FloatingPointError(
+                f"{self.cfg.run}: loss became {value} at epoch {self.state['epoch'] + 1} step {bad}; stopped. "
+                f"The last good checkpoint is {last if last.exists() else 'none (first epoch)'}; "
+                f"try a lower lr (now {self.cfg.lr}) or --grad-clip")
+        if since:
+            self.since_loss = since_sum / self.since_n if self.since_n else float("nan")
+            self.meter.sums[1].zero_()
+            self.since_n = 0
+        return epoch_sum
+
+    def _sync_device(self) -> None:
+        """Wait for the device (the wall-clock calibration's two ends)."""
+        if self.device.startswith("cuda"):
+            self.syncs += 1
+            torch.cuda.synchronize(self.device)
 
     def _budget_steps(self, per_step: float, steps_per_epoch: int) -> int:
         """The schedule length that fits the wall-clock budget, from the measured time per step."""
@@ -287,7 +445,7 @@ class Trainer:
         cfg, state = self.cfg, self.state
         scores, val_loss = self._validate()
         row = {"epoch": epoch + 1, "step": state["step"], "images": state["step"] * cfg.batch_size,
-               "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+               "lr": self.lr_now, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
                **scores, "img_s": seen / max(epoch_time, 1e-9),
                "epoch_s": epoch_time, "elapsed_s": elapsed, "stopped_by": stop}
         self._refuse_non_finite(epoch, row)
@@ -333,6 +491,11 @@ class Trainer:
     def _wrap(self) -> torch.nn.Module:
         """The model as the steps call it: DistributedDataParallel under torchrun, compiled on request."""
         net = self.model
+        if self.cfg.cuda_graph and (self.world > 1 or self.cfg.compile or not self.device.startswith("cuda")
+                                    or self.cfg.amp == "fp16"):
+            raise ValueError(f"--cuda-graph: expected one CUDA process without --compile and without fp16 "
+                             f"(found device {self.device}, {self.world} processes, compile {self.cfg.compile}, "
+                             f"amp {self.cfg.amp})")
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)
@@ -350,28 +513,33 @@ class Trainer:
         budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes else None
         self.batches.set_epoch(epoch, state["skip"], state["step"])
         net.train()
-        t_epoch, seen, loss_sum, stop = self._clock(), 0, 0.0, ""
+        self.meter.sums[0].zero_()
+        t_epoch, seen, stop, shown = self._clock(), 0, "", (0, 0.0)
         bar = tqdm(self.train_loader, desc=f"{cfg.run} epoch {epoch + 1}", disable=not self.is_main,
                    leave=False, mininterval=2.0, total=len(self.batches))
         for batch in bar:
             spent = elapsed + self._clock() - t_epoch
             progress = min(1.0, spent / budget_s) if budget_s else None
             lr = cfg.lr * lr_factor(state["step"], self.total, cfg.warmup_steps, cfg.schedule, progress)
-            loss, n = self._step(net, batch, lr)
+            n = self._step(net, batch, lr)
             seen += n
-            loss_sum += loss * n
-            self.since["loss"] += loss * n
-            self.since["n"] += n
-            now = self._clock()
-            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{seen / max(now - t_epoch, 1e-9):.1f}", refresh=False)
+            self.since_n += n
+            if state["step"] % cfg.check_every == 0:  # the lean loop's one look at the device's numbers
+                loss_sum = self._read_loss()
+                bar.set_postfix(loss=f"{(loss_sum - shown[1]) / max(seen - shown[0], 1):.4g}",
+                                img_s=f"{seen / max(self._clock() - t_epoch, 1e-9):.1f}", refresh=False)
+                shown = (seen, loss_sum)
             if self.calibration == "first step":  # timed from the end of the first step (start-up excluded)
-                self.calibration = (now, state["step"])
+                self._sync_device()
+                self.calibration = (self._clock(), state["step"])
             elif self.calibration is not None:
                 t_cal, s_cal = self.calibration
                 if state["step"] - s_cal >= CALIBRATION_STEPS:
-                    per_step = (now - t_cal) / (state["step"] - s_cal)
+                    self._sync_device()
+                    per_step = (self._clock() - t_cal) / (state["step"] - s_cal)
                     self.total = state["total_steps"] = self._budget_steps(per_step, len(self.batches.batches))
                     self.calibration = None
+            now = self._clock()
             if budget_s and elapsed + now - t_epoch >= budget_s:
                 stop = "budget"
             elif not budget_s and state["step"] >= self.total:
@@ -379,10 +547,12 @@ class Trainer:
             if stop:
                 break
             last_of_epoch = state["skip"] >= len(self.batches.batches)  # the epoch end validates anyway
-            if cfg.eval_every and state["step"] % cfg.eval_every == 0 and self.is_main and not last_of_epoch:
-                self._eval_inside_epoch(net, elapsed + now - t_epoch)
+            if cfg.eval_every and state["step"] % cfg.eval_every == 0 and not last_of_epoch:
+                self._read_loss(since=True)
+                if self.is_main:
+                    self._eval_inside_epoch(net, elapsed + now - t_epoch)
         bar.close()
-        return self._agree(stop), seen, loss_sum
+        return self._agree(stop), seen, self._read_loss(since=True)
 
     def _eval_inside_epoch(self, net: torch.nn.Module, elapsed: float) -> None:
         """A learning-curve point between two steps (main process); its time is not training time."""
@@ -401,6 +571,21 @@ class Trainer:
         flag = torch.tensor([{"": 0, "schedule": 1, "budget": 2}[stop]], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return ["", "schedule", "budget"][int(flag)]
+
+    def time_epoch(self, epoch: int) -> dict:
+        """One epoch of training steps exactly as fit() runs them, timed, with no validation and
+        nothing written (python -m benchmarks loop): {"seconds", "images", "img_s", "syncs"}; the
+        device is synchronised before and after. Set `timer` first for a per-phase breakdown."""
+        if not hasattr(self, "total"):
+            self.net, self.total, self.calibration = self._wrap(), 10**9, None
+        self._sync_device()
+        syncs, t = self.syncs, time.perf_counter()
+        _, images, _ = self._epoch(self.net, epoch, 0.0)
+        syncs = self.syncs - syncs
+        self._sync_device()
+        seconds = time.perf_counter() - t
+        self.state["skip"] = 0
+        return {"seconds": seconds, "images": images, "img_s": images / seconds, "syncs": syncs}
 
     def fit(self) -> tuple[Path, torch.nn.Module]:
         """Train to the end of the schedule (or the budget); returns (run directory, model)."""

@@ -1,0 +1,82 @@
+"""The real training loop's speed against the model alone (python -m benchmarks loop).
+
+Per (model, recipe, variant): lib.train.Trainer on the crop cache, with the recipe's augmentation,
+DataLoader, deferred pixel ops, loss, clipping, optimizer and EMA, timed over one epoch of `steps`
+batches after a warm-up epoch (workers started, cuDNN's kernels chosen, the CUDA graph captured).
+Then, unless breakdown=False, one more epoch with the device synchronised at every phase end of a
+step: where the time goes (slower in total than the lean epoch, which never waits for the device).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+
+import pandas as pd
+import torch
+
+from benchmarks import speed
+from lib.config import RECIPES, TrainConfig, ensure_data
+
+
+class PhaseTimer:
+    """Trainer.timer: seconds per phase of a step, the device synchronised at each phase end."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.sums: dict[str, float] = defaultdict(float)
+        self.last: float | None = None
+
+    def __call__(self, phase: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if self.last is not None:
+            self.sums[phase] += now - self.last
+        self.last = now
+
+
+def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch: int | None = None,
+               steps: int | None = None, device: str = "auto", workers: int | None = None,
+               graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
+               profile: str = "auto", breakdown: bool = True) -> pd.DataFrame:
+    """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
+    host syncs per step, and (breakdown) milliseconds per step in each phase."""
+    from lib.config import resolve_device
+    from lib.train import Trainer
+
+    device = resolve_device(device)
+    cuda = device.startswith("cuda")
+    steps = steps or (50 if cuda else 5)
+    data_dir = str(ensure_data(data_dir, profile))
+    rows, model_only = [], {}
+    for model in models:
+        for recipe in recipes:
+            b = batch or RECIPES[recipe]["batch_size"]
+            if (model, b) not in model_only:
+                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)["train img/s"]
+            for graph in graphs:
+                print(f"loop: {model} {recipe} batch {b}{' cuda graph' if graph else ''} ...", flush=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = TrainConfig(model=model, recipe=recipe, data_dir=data_dir, device=device, batch_size=b,
+                                      limit_train=b * steps, limit_val=64, epochs=1000, run="loop", out_dir=tmp,
+                                      resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
+                                      profile=profile)
+                    trainer = Trainer(cfg)
+                    trainer.time_epoch(0)  # warm-up
+                    lean = trainer.time_epoch(1)
+                    row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph,
+                           "pixel ops": trainer.cfg.pixel_ops, "workers": trainer.cfg.workers,
+                           "loop img/s": lean["img_s"], "model-only img/s": model_only[(model, b)],
+                           "loop / model": lean["img_s"] / model_only[(model, b)],
+                           "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps}
+                    if breakdown:
+                        trainer.timer = timer = PhaseTimer(device)
+                        trainer.time_epoch(2)
+                        row.update({f"{phase} (ms)": 1e3 * s / steps for phase, s in timer.sums.items()})
+                    del trainer
+                print(f"loop: {row['loop img/s']:.0f} img/s = {row['loop / model']:.2f} x the model alone", flush=True)
+                rows.append(row)
+                if cuda:
+                    torch.cuda.empty_cache()
+    return pd.DataFrame(rows)

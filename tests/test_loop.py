@@ -1,0 +1,144 @@
+"""The lean training step: host synchronisations counted, a late-detected NaN still named at its step,
+the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager one and a step
+that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.__main__ import main as bench_main
+from lib import train
+from lib.config import TrainConfig
+from lib.runs import read_checkpoint
+
+MODEL = "hm_resnet18"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def small(tiny_data, tmp_path, **kw):
+    base = dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(tiny_data), out_dir=str(tmp_path),
+                limit_train=16, batch_size=2, workers=0, seed=3, run="lean")
+    return {**base, **kw}
+
+
+def test_the_loop_reads_the_device_once_per_check_every_steps(tiny_data, tmp_path):
+    """8 steps with check_every 3: reads after steps 3 and 6 and at the epoch's end, nothing else."""
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, check_every=3)))
+    out = trainer.time_epoch(0)
+    assert out["images"] == 16 and out["syncs"] == 3
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, check_every=50)))
+    assert trainer.time_epoch(0)["syncs"] == 1
+
+
+def test_a_nan_found_later_is_named_at_its_step_and_nothing_is_saved(tiny_data, tmp_path, monkeypatch):
+    """The loss turns NaN at global step 5 of 8; the loop looks only at the epoch's end (check_every 50),
+    yet the error names step 5, and the first epoch's last.pt stays as it was."""
+    run = train.fit(**small(tiny_data, tmp_path, epochs=1, batch_size=4))  # steps 0..3
+    good = (Path(run) / "last.pt").read_bytes()
+    real = train.create_model
+
+    def poisoned(name, **kw):
+        m = real(name, **kw)
+        loss, calls = m.loss, {"n": 0}
+
+        def late(out, kp, vis):  # called once per step (evaluate() too: only at epoch ends)
+            calls["n"] += 1
+            return loss(out, kp, vis) * (float("nan") if calls["n"] == 2 else 1.0)
+        m.loss = late
+        return m
+
+    monkeypatch.setattr(train, "create_model", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2 step 5; .*last\.pt"):
+        train.fit(**small(tiny_data, tmp_path, epochs=2, batch_size=4))
+    assert (Path(run) / "last.pt").read_bytes() == good
+    assert read_checkpoint(Path(run) / "last.pt")["state"]["step"] == 4
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("check_every", 0, "--check-every: expected an integer >= 1, found 0"),
+    ("pixel_ops", "gpu", "--pixel-ops: expected one of \\['workers', 'device'\\], found 'gpu'"),
+])
+def test_bad_loop_options(tiny_data, tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**small(tiny_data, tmp_path, **{option: value})).resolved()
+    with pytest.raises(ValueError, match="--pixel-ops: expected workers"):
+        TrainConfig(**small(tiny_data, tmp_path, recipe="paper", pixel_ops="device")).resolved()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_graph_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="--cuda-graph: expected one CUDA process"):
+        train.fit(**small(tiny_data, tmp_path, cuda_graph=True))
+
+
+def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path):
+    """--pixel-ops device (the CUDA default) runs through the whole loop; here on CPU tensors."""
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, pixel_ops="device")))
+    assert trainer.time_epoch(0)["images"] == 16 and "pixel" in next(iter(trainer.train_loader))
+
+
+def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
+    out = tmp_path / "B.md"
+    assert bench_main(["loop", "--models", MODEL, "--steps", "2", "--batch", "4", "--data-dir", str(tiny_data),
+                       "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "loop / model" in text and "forward + backward (ms)" in text and "waiting for data (ms)" in text
+    assert bench_main(["loop", "--cuda-graph", "maybe"]) == 2
+    assert "--cuda-graph: expected comma-separated names from off, on" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- CUDA only (gpu_check.sh)
+
+def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
+    return train.Trainer(TrainConfig(**small(tiny_data, tmp_path, device="cuda", batch_size=4, **kw)))
+
+
+@cuda
+@pytest.mark.parametrize("model", ["hm_resnet18", "resnet34"])
+def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
+    """Eight steps replayed from the graph follow the eager steps (fp32, no EMA, lr 1e-3): the same
+    losses step by step, and all but a few weights equal (Adam turns a near-zero gradient's rounding
+    into a full step, so a handful may differ)."""
+    kw = dict(model=model, amp="off", ema=0.0, pixel_ops="workers")
+    losses, weights = [], []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        trainer = _trainer(tiny_data, tmp_path / str(graph), cuda_graph=graph, **kw)
+        net, seen, run = trainer._wrap(), 0.0, []
+        for epoch in range(2):
+            trainer.batches.set_epoch(epoch)
+            for batch in trainer.train_loader:
+                trainer._step(net, batch, 1e-3)
+                total = trainer._read_loss()
+                run.append(total - seen)
+                seen = total
+            trainer.meter.sums.zero_()
+            seen = 0.0
+        losses.append(torch.tensor(run))
+        weights.append(torch.cat([p.detach().float().cpu().reshape(-1) for p in trainer.model.parameters()]))
+    assert len(losses[0]) == 8
+    assert torch.allclose(losses[0], losses[1], rtol=2e-3), (losses[0], losses[1])
+    assert ((weights[0] - weights[1]).abs() > 1e-4).float().mean() < 0.01
+
+
+@cuda
+@pytest.mark.parametrize("graph", [False, True])
+def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph):
+    """Steps (pixel ops on the device, bf16, clipping, fused AdamW, EMA) under sync debug mode "error"."""
+    trainer = _trainer(tiny_data, tmp_path, cuda_graph=graph, pixel_ops="device")
+    net = trainer._wrap()
+    batches = iter(trainer.train_loader)
+    trainer._step(net, next(batches), 1e-3)  # the first step captures the graph (which synchronises)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches:
+            trainer._step(net, batch, 1e-3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer._read_loss() > 0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
