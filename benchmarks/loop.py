@@ -2,7 +2,9 @@
 
 Per (model, recipe, variant): lib.train.Trainer on the crop cache, with the recipe's augmentation,
 DataLoader, deferred pixel ops, loss, clipping, optimizer and EMA, timed over one epoch of `steps`
-batches after a warm-up epoch (workers started, cuDNN's kernels chosen, the CUDA graph captured).
+batches after a warm-up epoch (workers started, cuDNN's kernels chosen, the CUDA graph captured):
+loop img/s from the epoch's first batch on, and apart from it the epoch's start (the workers
+refilling their queues), which a short epoch here pays far more often than a full-data epoch.
 Then, unless breakdown=False, one more epoch with the device synchronised at every phase end of a
 step: where the time goes (slower in total than the lean epoch, which never waits for the device).
 """
@@ -67,9 +69,11 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     lean = trainer.time_epoch(1)
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph,
                            "pixel ops": trainer.cfg.pixel_ops, "workers": trainer.cfg.workers,
-                           "loop img/s": lean["img_s"], "model-only img/s": model_only[(model, b)],
-                           "loop / model": lean["img_s"] / model_only[(model, b)],
-                           "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps}
+                           "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
+                           "loop / model": lean["steady_img_s"] / model_only[(model, b)],
+                           "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],
+                           "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps,
+                           "graph capture (s)": trainer.graph.capture_s if trainer.graph else None}
                     if breakdown:
                         trainer.timer = timer = PhaseTimer(device)
                         trainer.time_epoch(2)

@@ -71,7 +71,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
             ds_w = data.HandDataset(cache, np.resize(idx, n), aug)
             dl = torch.utils.data.DataLoader(ds_w, batch_size=batch, shuffle=True, num_workers=w,
                                              pin_memory=torch.cuda.is_available(),
-                                             worker_init_fn=one_thread if w else None,
+                                             worker_init_fn=data.worker_init if w else None,
                                              generator=torch.Generator().manual_seed(0))
             t0 = time.perf_counter()
             it = iter(dl)
@@ -85,13 +85,6 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
         rows.append(row)
     torch.set_num_threads(os.cpu_count() or 1)
     return pd.DataFrame(rows)
-
-
-def one_thread(_: int = 0) -> None:
-    """DataLoader worker init: one OpenCV and one torch thread per worker."""
-    import cv2
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- model throughput

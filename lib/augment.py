@@ -524,7 +524,7 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.floor(vs - vs * sat.unsqueeze(1) * f + 1e-3)  # cv2 4.13 truncates (measured)
 
 
-def apply_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
     """Colour jitter, gamma, blur, Gaussian noise, cutout on a batch, in albumentations' order.
 
     x (B,3,H,W) RGB 0..255 (uint8 or float), params (B, PIXEL_PARAMS) float32 on x's device
@@ -536,6 +536,9 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     hue in this fixed order (albumentations shuffles it per image); the noise comes from a
     per-sample hash of the noise seed, not from numpy's generator. Blur borders are
     reflect_101, as cv2's; CUDA's TF32 convolutions may move a blurred pixel by one level.
+    `noise_seed` (a host int, e.g. `batch_noise_seed(params)` of the CPU batch): the noise comes
+    from one torch generator seeded with it instead (one kernel instead of the hash's ~20; a
+    sample's noise then depends on its batch, which is as deterministic as the batch itself).
     """
     x = x.float()
     p = params.float()
@@ -558,7 +561,11 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     x = torch.where(on("blur"), torch.round(y.view(B, C, H, W)).clamp(0, 255), x)
     # Gaussian noise
     _, std, seed = p[:, _IX["noise"]].unbind(1)
-    z = _gauss_noise(seed, (C, H, W)) * std.view(B, 1, 1, 1)
+    if noise_seed is None:
+        z = _gauss_noise(seed, (C, H, W))
+    else:
+        z = torch.randn(x.shape, device=x.device, generator=torch.Generator(x.device).manual_seed(noise_seed))
+    z = z * std.view(B, 1, 1, 1)
     x = torch.where(on("noise"), torch.floor((x + z).clamp(0, 255)), x)
     # cutout: each hole a rectangle of one colour
     holes = p[:, _IX["holes"]].view(B, 2, 7)
@@ -569,6 +576,11 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         x = torch.where((inside.unsqueeze(1) & on("cutout")), h[:, 4:].view(B, 3, 1, 1), x)
     return x
+
+
+def batch_noise_seed(params: torch.Tensor) -> int:
+    """One seed for a batch's noise from its samples' noise seeds (params on the CPU: no device sync)."""
+    return int(params[:, _IX["noise"].stop - 1].double().sum()) % (1 << 62)
 
 
 _BUILDERS = {"none": NoAugment, "paper": PaperAugment, "modern": ModernAugment}

@@ -93,9 +93,9 @@ def resolve_profile(profile: str, device: str = "auto") -> str:
 
 
 def default_workers() -> int:
-    """DataLoader workers: CPU cores - 1 (at most 8), none on a 2-core machine."""
+    """DataLoader workers: CPU cores - 1 (at most 16), none on a 2-core machine."""
     cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(8, cores - 1)
+    return 0 if cores <= 2 else min(16, cores - 1)
 
 
 # --------------------------------------------------------------------------- the run config

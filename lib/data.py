@@ -845,6 +845,20 @@ class HandDataset(torch.utils.data.Dataset):
         return item
 
 
+def worker_init(_: int = 0) -> None:
+    """A DataLoader worker's start: one thread each for OpenCV, torch and BLAS, so N workers keep
+    to N cores (else each forked worker runs a pool of one thread per core)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: numpy's BLAS then keeps its own setting
+        return
+    threadpool_limits(1)
+
+
 def load_test_crops(path: str | os.PathLike, channel_order: ChannelOrder = "auto") -> np.ndarray:
     """All test crops as (N,128,128,3) uint8 RGB (3,611 crops: 180 MB as float32, 18 MB here)."""
     with TestingFile(path, channel_order) as tf:

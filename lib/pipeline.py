@@ -2,6 +2,7 @@
 
     python -m lib.pipeline                          # = make run (profile auto: full on CUDA, else cpu)
     python -m lib.pipeline --profile smoke          # seconds-scale check of the whole chain
+    python -m lib.pipeline --profile gpu            # a short GPU rental: 40k images, the modern model only
     python -m lib.pipeline --only data              # = make data
     python -m lib.pipeline --only 04_resnet34 08_ensemble_submit
     python -m lib.pipeline --skip 03_irv2
@@ -42,20 +43,27 @@ def run_notebook(name: str, parameters: dict, output_dir: Path | None = None) ->
     return out
 
 
+def select_steps(profile: str, only: list[str] | None = None, skip: list[str] | None = None) -> list[str]:
+    """The steps a run takes: data and the notebooks, less --skip, only --only; a profile that names
+    its training notebooks (gpu: the modern model's) leaves out the others unless --only names them."""
+    steps = ["data"] + notebooks()
+    unknown = (set(only or []) | set(skip or [])) - set(steps)
+    if unknown:
+        raise ValueError(f"--only/--skip: expected names among {steps}, found {sorted(unknown)}")
+    selected = [s for s in steps if (not only or s in only) and s not in (skip or [])]
+    keep = PROFILES[resolve_profile(profile)].get("notebooks")
+    if keep and not only:
+        selected = [s for s in selected if s not in TRAINING_NOTEBOOKS or s in keep]
+    return selected
+
+
 def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | None = None,
         data_dir: str = "auto") -> pd.DataFrame:
     """Data, then the selected notebooks in order; returns the timing table."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     logging.getLogger("papermill").setLevel(logging.INFO)
     profile = resolve_profile(profile)
-    steps = ["data"] + notebooks()
-    unknown = (set(only or []) | set(skip or [])) - set(steps)
-    if unknown:
-        raise ValueError(f"--only/--skip: expected names among {steps}, found {sorted(unknown)}")
-    selected = [s for s in steps if (not only or s in only) and s not in (skip or [])]
-    keep = PROFILES[profile].get("notebooks")
-    if keep and not only:  # e.g. gpu: the modern model only
-        selected = [s for s in selected if s not in TRAINING_NOTEBOOKS or s in keep]
+    selected = select_steps(profile, only, skip)
     timings = []
     resolved = None
     for step in selected:

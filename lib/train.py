@@ -76,7 +76,11 @@ def to_input(batch: dict, device: str, channels_last: bool) -> torch.Tensor:
     """The uint8 image batch as float input on the device, after its deferred pixel ops if it has
     them (`--pixel-ops device`: lib.augment.apply_pixels on the device)."""
     x = batch["image"].to(device, non_blocking=True)
-    x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True)) if "pixel" in batch else x.float()
+    if "pixel" not in batch:
+        x = x.float()
+    else:  # the noise seed is read on the host, from the batch before it moves
+        seed = augment.batch_noise_seed(batch["pixel"])
+        x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True), noise_seed=seed)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -176,6 +180,7 @@ class GraphStep:
     WARMUP = 3
 
     def __init__(self, trainer: "Trainer", x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
+        t = time.perf_counter()
         cfg, model, opt = trainer.cfg, trainer.model, trainer.optimizer
         self.model, self.opt, self.clip = model, opt, cfg.grad_clip
         self.device, self.amp = trainer.device, cfg.amp
@@ -193,8 +198,11 @@ class GraphStep:
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # DataLoader threads go on
             self.loss = self._body()
         with torch.no_grad():  # undo the warm-up; optimizer state it created starts at zero, as Adam's does
-            for k, t in self._state().items():
-                t.copy_(saved[k]) if k in saved else t.zero_()
+            for k, v in self._state().items():
+                v.copy_(saved[k]) if k in saved else v.zero_()
+        torch.cuda.synchronize()
+        self.capture_s = time.perf_counter() - t
+        trainer._say(f"{cfg.run}: CUDA graph of the step captured in {self.capture_s:.1f} s")
 
     def _state(self) -> dict[tuple, torch.Tensor]:
         """Everything a step changes: weights, buffers, optimizer moments and step counts."""
@@ -276,6 +284,7 @@ class Trainer:
         if cfg.augment != "none" and cfg.augment_ramp > 0:  # weak early, strong late: exact crops first
             self.batches.aug_share = lambda step: min(1.0, step / max(1.0, cfg.augment_ramp * self.total))
         kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0,
+                  worker_init_fn=data.worker_init if cfg.workers else None,
                   prefetch_factor=4 if cfg.workers else None)  # small steps: keep batches queued
         self.train_loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=self.batches, **kw)
         self.val_loader = torch.utils.data.DataLoader(self.val_ds, batch_size=64, **kw)
@@ -574,18 +583,28 @@ class Trainer:
 
     def time_epoch(self, epoch: int) -> dict:
         """One epoch of training steps exactly as fit() runs them, timed, with no validation and
-        nothing written (python -m benchmarks loop): {"seconds", "images", "img_s", "syncs"}; the
-        device is synchronised before and after. Set `timer` first for a per-phase breakdown."""
+        nothing written (python -m benchmarks loop): {"seconds", "images", "img_s", "syncs",
+        "start_s" (to the first batch: the workers refill), "steady_img_s" (from the first batch on)};
+        the device is synchronised before and after. Set `timer` first for a per-phase breakdown."""
         if not hasattr(self, "total"):
             self.net, self.total, self.calibration = self._wrap(), 10**9, None
+        first: list[float] = []
+        original = self.timer
+        inner = original or (lambda phase: None)
+        self.timer = lambda phase: (first.append(time.perf_counter()) if not first else None, inner(phase))
         self._sync_device()
         syncs, t = self.syncs, time.perf_counter()
-        _, images, _ = self._epoch(self.net, epoch, 0.0)
+        try:
+            _, images, _ = self._epoch(self.net, epoch, 0.0)
+        finally:
+            self.timer = original
         syncs = self.syncs - syncs
         self._sync_device()
-        seconds = time.perf_counter() - t
+        end = time.perf_counter()
         self.state["skip"] = 0
-        return {"seconds": seconds, "images": images, "img_s": images / seconds, "syncs": syncs}
+        steady = images / max(end - first[0], 1e-9)  # every step's work, without the wait for the first batch
+        return {"seconds": end - t, "images": images, "img_s": images / (end - t), "syncs": syncs,
+                "start_s": first[0] - t, "steady_img_s": steady}
 
     def fit(self) -> tuple[Path, torch.nn.Module]:
         """Train to the end of the schedule (or the budget); returns (run directory, model)."""

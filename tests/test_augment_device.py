@@ -10,7 +10,7 @@ from albumentations.augmentations.blur import functional as fblur
 
 from lib import data
 from lib.augment import PIXEL_LAYOUT as L
-from lib.augment import PIXEL_PARAMS, ModernAugment, apply_pixels, build, identity_pixels
+from lib.augment import PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, build, identity_pixels
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OPS = ("color_p", "gamma_p", "blur_p", "noise_p", "cutout_p")
@@ -33,9 +33,9 @@ def image(seed: int, size: int = 128) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def run(imgs, params, device: str) -> np.ndarray:
+def run(imgs, params, device: str, noise_seed: int | None = None) -> np.ndarray:
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
-    out = apply_pixels(x, torch.from_numpy(np.stack(params)).to(device))
+    out = apply_pixels(x, torch.from_numpy(np.stack(params)).to(device), noise_seed)
     assert out.dtype == torch.float32 and out.shape == x.shape
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -158,6 +158,20 @@ def test_noise_std_and_determinism(device):
     assert not np.array_equal(out[0], out[1])
     # a sample's noise depends on its own seed only, not on the batch around it
     np.testing.assert_array_equal(run(grey[:1], params[:1], device)[0], out[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noise_from_one_generator_per_batch(device):
+    """The training loop's path (noise_seed from the CPU batch): the same per-sample std, the same
+    output for the same batch, other noise for another seed."""
+    aug = only("noise_p")
+    params = [aug.draw_pixels(np.random.default_rng(seed)) for seed in range(6)]
+    grey = [np.full((128, 128, 3), 128, np.uint8)] * 6
+    seed = batch_noise_seed(torch.from_numpy(np.stack(params)))
+    out = run(grey, params, device, seed)
+    np.testing.assert_allclose((out - 128).std(axis=(1, 2, 3)), [v[L["noise"].start + 1] for v in params], rtol=0.03)
+    np.testing.assert_array_equal(out, run(grey, params, device, seed))
+    assert not np.array_equal(out, run(grey, params, device, seed + 1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

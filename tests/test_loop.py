@@ -1,6 +1,7 @@
 """The lean training step: host synchronisations counted, a late-detected NaN still named at its step,
 the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager one and a step
 that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.__main__ import main as bench_main
-from lib import train
+from lib import config, data, train
 from lib.config import TrainConfig
 from lib.runs import read_checkpoint
 
@@ -76,6 +77,33 @@ def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path):
     """--pixel-ops device (the CUDA default) runs through the whole loop; here on CPU tensors."""
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, pixel_ops="device")))
     assert trainer.time_epoch(0)["images"] == 16 and "pixel" in next(iter(trainer.train_loader))
+
+
+def test_workers_keep_to_one_thread_each(tiny_data, tmp_path, monkeypatch):
+    """Forked workers would each run OpenCV/BLAS pools of one thread per core (N x cores threads)."""
+    code = ("import cv2, torch; from lib import data; data.worker_init(); "
+            "from threadpoolctl import threadpool_info; "
+            "print(cv2.getNumThreads(), torch.get_num_threads(), max([p['num_threads'] for p in threadpool_info()] or [1]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=train.REPO, check=True)
+    assert out.stdout.split() == ["1", "1", "1"]
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, workers=1)))
+    assert trainer.train_loader.worker_init_fn is data.worker_init
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 16)
+    assert config.default_workers() == 15
+
+
+def test_the_gpu_profile_trains_only_the_modern_model_on_the_full_synthetic_set(tiny_data):
+    from lib import pipeline
+
+    steps = pipeline.select_steps("gpu")
+    assert "07_hm_resnet18" in steps and "08_ensemble_submit" in steps and "data" in steps
+    assert not {"03_irv2", "04_resnet34", "05_cpm", "06_inception_v3"} & set(steps)
+    assert "03_irv2" in pipeline.select_steps("gpu", only=["03_irv2"])
+    assert "03_irv2" in pipeline.select_steps("cpu")
+    assert config.synthetic_dir("gpu") == config.synthetic_dir("full")
+    assert config.synthetic_stamp("gpu") == config.synthetic_stamp("full")
+    cfg = TrainConfig(model="hm_resnet18_64", profile="gpu", data_dir=str(tiny_data)).resolved()
+    assert (cfg.budget_minutes, cfg.limit_val, cfg.batch_size) == (3.0, 1000, 32)
 
 
 def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
