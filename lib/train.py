@@ -8,6 +8,11 @@
 What a run is made of (TrainConfig, recipes, profiles, data, device) is lib.config; where its
 files go (config.json, log.csv, last.pt, best.pt, ...) is lib.runs. Killing a run and starting
 it again with the same name continues exactly where the last checkpoint left off.
+
+The step is lean: nothing in it waits for the GPU (the loss is summed on the device and read
+every --check-every steps; a NaN is still named at its step), the optimizer is fused, and with
+--cuda-graph the whole step is one CUDA graph replayed per batch. `python -m benchmarks loop`
+measures it against the model alone.
 """
 from __future__ import annotations
 
@@ -174,34 +179,36 @@ class GraphStep:
     replayed per batch: small batches stop paying a kernel launch per layer from Python.
 
     Captured on the first batch (after 3 warm-up steps whose effect on weights, BatchNorm statistics
-    and optimizer state is undone); the learning rate is a device tensor filled each step. A batch
-    of another size (the sliding-window sampler's last) runs eagerly."""
+    and optimizer state is undone, also when the capture fails); the learning rate is a device
+    tensor filled each step. A batch of another size (the sliding-window sampler's last) runs eagerly."""
 
     WARMUP = 3
 
     def __init__(self, trainer: "Trainer", x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
-        t = time.perf_counter()
+        start = time.perf_counter()
         cfg, model, opt = trainer.cfg, trainer.model, trainer.optimizer
         self.model, self.opt, self.clip = model, opt, cfg.grad_clip
         self.device, self.amp = trainer.device, cfg.amp
         for g in opt.param_groups:
             g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
         self.x, self.kp, self.vis = x.clone(), kp.clone(), vis.clone()
-        saved = {k: t.detach().clone() for k, t in self._state().items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # DataLoader threads go on
-            self.loss = self._body()
-        with torch.no_grad():  # undo the warm-up; optimizer state it created starts at zero, as Adam's does
-            for k, v in self._state().items():
-                v.copy_(saved[k]) if k in saved else v.zero_()
+        saved = {k: v.detach().clone() for k, v in self._state().items()}
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    self._body()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # DataLoader threads go on
+                self.loss = self._body()
+        finally:
+            with torch.no_grad():  # undo the warm-up; optimizer state it created starts at zero, as Adam's does
+                for k, v in self._state().items():
+                    v.copy_(saved[k]) if k in saved else v.zero_()
         torch.cuda.synchronize()
-        self.capture_s = time.perf_counter() - t
+        self.capture_s = time.perf_counter() - start
         trainer._say(f"{cfg.run}: CUDA graph of the step captured in {self.capture_s:.1f} s")
 
     def _state(self) -> dict[tuple, torch.Tensor]:
@@ -257,7 +264,7 @@ class Trainer:
         self.since_n, self.since_loss = 0, float("nan")  # training images / mean loss since the last curve point
         self.syncs = 0               # host synchronisations of the loop (lean: one per check_every steps)
         self.lr_now = 0.0
-        self.graph: GraphStep | None = None
+        self.graph: GraphStep | bool | None = None  # None: not tried yet; False: its capture failed
         self.timer = None            # a callable(phase) marking the end of each phase of a step (lib.bench loop)
         torch.manual_seed(cfg.seed)
         self._build_data()
@@ -386,8 +393,13 @@ class Trainer:
         vis = batch["vis"].to(self.device, non_blocking=True)
         mark("to device + pixel ops")
         if cfg.cuda_graph and self.graph is None:
-            self.graph = GraphStep(self, x, kp, vis)
-        if self.graph is not None and self.graph.fits(x):
+            try:
+                self.graph = GraphStep(self, x, kp, vis)
+            except RuntimeError as e:  # an op the graph cannot hold: the same steps, eagerly
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                self._say(f"{cfg.run}: CUDA graph capture failed ({why}); training without it")
+                self.graph = False
+        if self.graph and self.graph.fits(x):
             loss = self.graph(x, kp, vis, lr)
             mark("forward + backward + optimizer (graph)")
         else:

@@ -73,6 +73,21 @@ def test_cuda_graph_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):
         train.fit(**small(tiny_data, tmp_path, cuda_graph=True))
 
 
+def test_a_failed_graph_capture_trains_on_without_it(tiny_data, tmp_path, monkeypatch, capsys):
+    """A model the graph cannot hold gets one line and the same steps, eagerly (simulated on CPU)."""
+    def refuse(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+    monkeypatch.setattr(train, "GraphStep", refuse)
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path)))
+    trainer.net, trainer.total, trainer.calibration = trainer.model, 10**9, None  # what time_epoch's _wrap sets
+    trainer.cfg.cuda_graph = True  # past _wrap's CUDA-only check, to reach the capture
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    assert trainer.time_epoch(0)["images"] == 16 and trainer.graph is False
+    assert "CUDA graph capture failed (operation not permitted when stream is capturing); training without it" \
+        in capsys.readouterr().out
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
 def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path):
     """--pixel-ops device (the CUDA default) runs through the whole loop; here on CPU tensors."""
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, pixel_ops="device")))
