@@ -17,6 +17,7 @@ measures it against the model alone.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -87,6 +88,21 @@ def to_input(batch: dict, device: str, channels_last: bool) -> torch.Tensor:
         seed = augment.batch_noise_seed(batch["pixel"])
         x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True), noise_seed=seed)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def cpu_copy(obj):
+    """A nested checkpoint (dicts, lists, tuples) with every tensor copied to the CPU; a state dict
+    keeps its type and version metadata."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = type(obj)((k, cpu_copy(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
 
 
 @torch.no_grad()
@@ -265,6 +281,7 @@ class Trainer:
         self.syncs = 0               # host synchronisations of the loop (lean: one per check_every steps)
         self.lr_now = 0.0
         self.graph: GraphStep | bool | None = None  # None: not tried yet; False: its capture failed
+        self.writer, self.pending = None, None  # the end-of-epoch files are written behind the next epoch
         self.timer = None            # a callable(phase) marking the end of each phase of a step (lib.bench loop)
         torch.manual_seed(cfg.seed)
         self._build_data()
@@ -481,19 +498,39 @@ class Trainer:
               "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
               "torch_rng": torch.get_rng_state(), "state": dict(state), "config": config,
               "history": list(self.history), "curve": list(self.curve)}
-        self.run.write_config({**config, "world_size": self.world, "torch": torch.__version__,
-                               "train_size": len(self.train_ds), "val_size": len(self.val_ds)})
-        self.run.save_val_index(self.val_idx)
-        if best:  # weights only: resuming reads last.pt, so best.pt leaves out the optimizer state
-            self.run.save_checkpoint("best", {k: v for k, v in ck.items() if k not in ("optimizer", "scaler")})
-        self.run.save_checkpoint("last", ck)
-        self.run.write_history(self.history)
-        self.run.write_curve(self.curve)
+        ck = cpu_copy(ck)
+        run_config = {**config, "world_size": self.world, "torch": torch.__version__,
+                      "train_size": len(self.train_ds), "val_size": len(self.val_ds)}
+
+        def write() -> None:  # in this order, so a kill between two files leaves a consistent run
+            self.run.write_config(run_config)
+            self.run.save_val_index(self.val_idx)
+            if best:  # weights only: resuming reads last.pt, so best.pt leaves out the optimizer state
+                self.run.save_checkpoint("best", {k: v for k, v in ck.items() if k not in ("optimizer", "scaler")})
+            self.run.save_checkpoint("last", ck)
+            self.run.write_history(ck["history"])
+            self.run.write_curve(ck["curve"])
+
+        self._write_behind(write)
         print(f"{cfg.run} epoch {epoch + 1}: train_loss {row['train_loss']:.4g} val_loss {val_loss:.4g} "
               f"kaggle_mse {row['kaggle_mse']:.3f} epe {row['epe']:.3f} pck@2px {row['pck@2px']:.3f} "
               f"{row['img_s']:.1f} img/s{' *best' if best else ''}"
               f"{'; stopped by the ' + str(cfg.budget_minutes) + '-minute budget' if stop == 'budget' else ''}",
               flush=True)
+
+    def _write_behind(self, write) -> None:
+        """Run `write` in the background (training goes on; its tensors are CPU copies), after the
+        previous one has finished: one pending write at a time, in order."""
+        self._wait_for_writes()
+        if self.writer is None:
+            self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending = self.writer.submit(write)
+
+    def _wait_for_writes(self) -> None:
+        """Block until the background write is done; its error, if any, is raised here."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
 
     def _refuse_non_finite(self, epoch: int, row: dict) -> None:
         """FloatingPointError naming what is not finite (weights, BatchNorm statistics, validation)."""
@@ -624,6 +661,14 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> tuple[Path, torch.nn.Module]:
+        try:
+            return self._fit_epochs()
+        finally:  # every file of the last epoch is on disk before fit() returns or raises
+            self._wait_for_writes()
+            if self.writer is not None:
+                self.writer.shutdown()
+
+    def _fit_epochs(self) -> tuple[Path, torch.nn.Module]:
         cfg, state = self.cfg, self.state
         if self._resume():
             return self.run.dir, self.model

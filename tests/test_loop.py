@@ -3,6 +3,8 @@ the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager
 that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,36 @@ def test_a_failed_graph_capture_trains_on_without_it(tiny_data, tmp_path, monkey
     assert "CUDA graph capture failed (operation not permitted when stream is capturing); training without it" \
         in capsys.readouterr().out
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_epoch_files_are_written_behind_training_and_all_there_when_fit_returns(tiny_data, tmp_path, monkeypatch):
+    """The end-of-epoch writes run in their own thread on CPU copies, one at a time and in order
+    (a slow disk, 0.3 s per file here, does not stop the next epoch from starting), and fit()
+    returns, or raises the writer's error, only after the last write."""
+    real = train.Run.save_checkpoint
+    order = []
+
+    def slow(self, which, state):
+        time.sleep(0.3)
+        order.append((which, state["state"]["step"], threading.current_thread().name))
+        real(self, which, state)
+
+    monkeypatch.setattr(train.Run, "save_checkpoint", slow)
+    run = train.fit(**small(tiny_data, tmp_path, epochs=3, batch_size=4))
+    assert [s for w, s, _ in order if w == "last"] == [4, 8, 12]
+    assert all(name.startswith("checkpoint") for _, _, name in order)
+    ck = read_checkpoint(Path(run) / "last.pt")
+    assert ck["state"]["step"] == 12 and len(ck["history"]) == 3
+    assert all(not t.is_cuda for t in ck["model"].values())
+    assert hasattr(train.cpu_copy(train.Trainer(TrainConfig(**small(tiny_data, tmp_path, run="m"))).model.state_dict()),
+                   "_metadata")
+
+    def broken(self, which, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train.Run, "save_checkpoint", broken)
+    with pytest.raises(OSError, match="No space left"):
+        train.fit(**small(tiny_data, tmp_path, run="full_disk", epochs=2, batch_size=4))
 
 
 def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path):
