@@ -67,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
     for p in (p_in, p_all):
         p.add_argument("--n", type=int, default=3000, help="crops per DataLoader measurement")
         p.add_argument("--workers", default="0,1,2", help="DataLoader worker counts, comma-separated")
-        p.add_argument("--pipelines", default="none,paper,modern", help="augmentation pipelines, comma-separated")
+        p.add_argument("--pipelines", default="none,paper,modern",
+                       help="augmentation pipelines, comma-separated: none, paper, modern, modern-deferred "
+                       "(the workers' share under --pixel-ops device)")
         p.add_argument("--data-dir", default="auto")
     for p in (p_mo, p_one, p_all):
         p.add_argument("--batch", type=int, default=None, help="training batch (default 16 CPU, 256 GPU)")

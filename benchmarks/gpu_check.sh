@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md in one command, at most ~8.5 minutes on one H100 (each step
+# Every GPU measurement of BENCHMARKS.md in one command, about 8 minutes on one H100 (each step
 # has a time limit; the first run, 2026-11-26, took 9.0 with longer limits):
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]          # default outputs/gpu_check
@@ -34,10 +34,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     RENDER=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34; SMALL_MODELS=resnet34
-    TRAIN_MIN=0.3; EVAL_EVERY=5; WORKERS=1
+    TRAIN_MIN=0.3; EVAL_EVERY=5; WORKERS=1; INPUT_N=64
 else
     RENDER=(12000 1000); STEPS=20; BATCH_BIG=256; MODELS=irv2,hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3
-    SMALL_MODELS=irv2,resnet34,cpm,inception_v3; TRAIN_MIN=1.0; EVAL_EVERY=500; WORKERS=$(($(nproc) - 1))
+    SMALL_MODELS=irv2,resnet34,cpm,inception_v3; TRAIN_MIN=0.75; EVAL_EVERY=500; WORKERS=$(($(nproc) - 1))
+    INPUT_N=4000
 fi
 
 # 0. the packages the GPU box lacks, from carried wheels
@@ -70,19 +71,23 @@ say "rendering ${RENDER[0]} + ${RENDER[1]} images into $DATA on $WORKERS process
 step 75 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py -o addopts=""
 
 # 3. the models alone
-step 110 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
+step 85 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
 
 wait $RENDER_PID; say "render: exit $? ($(tail -n 1 "$OUT_DIR/render.log"))"
 
-# 4. the training loop against the models alone: big batches, then the report's batch 8 with and without a graph
+# 4. the input alone: can the workers feed the GPU (full modern pipeline vs the workers' share on CUDA)?
+step 45 "input" $PY -m benchmarks input --workers "0,8,$WORKERS" --pipelines modern,modern-deferred --n "$INPUT_N" \
+    --data-dir "$DATA" --out "$MD"
+
+# 5. the training loop against the models alone: big batches, then the report's batch 8 with and without a graph
 step 100 "loop batch $BATCH_BIG" $PY -m benchmarks loop --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" \
     --data-dir "$DATA" --out "$MD"
-step 90 "loop batch 8" $PY -m benchmarks loop --models "$SMALL_MODELS" --recipes paper --cuda-graph "$GRAPHS" \
-    --steps "$((STEPS * 3))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
+step 75 "loop batch 8" $PY -m benchmarks loop --models "$SMALL_MODELS" --recipes paper --cuda-graph "$GRAPHS" \
+    --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
 
-# 5. the modern model on the rendered set for TRAIN_MIN minutes (gpu profile settings), then predict and score
+# 6. the modern model on the rendered set for TRAIN_MIN minutes (gpu profile settings), then predict and score
 RUNS=$WORK/runs
-step 100 "train" $PY -m lib.train --model hm_resnet18_64 --profile gpu --data-dir "$DATA" --budget-minutes "$TRAIN_MIN" \
+step 80 "train" $PY -m lib.train --model hm_resnet18_64 --profile gpu --data-dir "$DATA" --budget-minutes "$TRAIN_MIN" \
     --eval-every "$EVAL_EVERY" --out-dir "$RUNS" --run gpu_check --no-resume "$GRAPH"
 step 30 "predict" $PY -m lib.predict --run "$RUNS/gpu_check"
 cp "$RUNS/gpu_check/curve.csv" "$RUNS/gpu_check/log.csv" "$OUT_DIR/" 2>/dev/null

@@ -26,7 +26,8 @@ from lib.joints import NUM_JOINTS
 TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-PIPELINES = ("none", "paper", "modern")
+# modern-deferred: what the workers do on CUDA (--pixel-ops device): the geometry and the pixel-op draws
+PIPELINES = ("none", "paper", "modern", "modern-deferred")
 
 
 class BenchmarkError(cli.UserError, RuntimeError):
@@ -55,7 +56,8 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     idx = np.arange(len(cache))
     rows = []
     for name in pipelines:
-        aug = None if name == "none" else augment.build(name)
+        aug = (None if name == "none" else augment.build("modern", defer_pixels=True) if name == "modern-deferred"
+               else augment.build(name))
         ds = data.HandDataset(cache, idx, aug)
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
