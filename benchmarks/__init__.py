@@ -2,6 +2,7 @@
 
     python -m benchmarks input    [--n 3000] [--workers 0,1,2]        # crops/s: crop cache -> augment -> batch
     python -m benchmarks models   [--models all] [--batch 32]          # img/s, memory, FLOPs per model
+    python -m benchmarks loop     [--batch 256] [--cuda-graph off,on]  # the real training loop against the model alone
     python -m benchmarks scaling  [--model hm_resnet18] [--procs 1,2]  # DDP processes (gloo / nccl)
     python -m benchmarks accuracy                                      # table of the finished runs
     python -m benchmarks leaderboard [--runs SPEC ...] [--profile P]   # train extra runs at an equal budget, then tabulate
@@ -10,6 +11,7 @@
     python -m benchmarks all --out BENCHMARKS.md                       # input, models, scaling, accuracy (= make bench)
     python -m benchmarks.synth_speed [--images 400] [--workers K]      # images/s of the synthetic renderer
     python -m benchmarks.realism [--images 400] [--out BENCHMARKS.md]  # MediaPipe Hands on synthetic vs real hands
+    bash benchmarks/gpu_check.sh [OUT_DIR]                             # every GPU measurement, ~8 min on one H100
 
 With ``--out FILE`` a benchmark replaces its ``<!-- bench:NAME -->`` block of FILE (appended when
 absent), so the prose around the tables stays; every table carries its command, device, versions
@@ -25,6 +27,8 @@ Modules:
 - curves:   learning curves of runs (load_curves, curve_table at equal images or seconds, reach,
             plot_curves)
 - memorise: steps a model needs to fit a few hundred training hands without augmentation
+- loop:     lib.train.Trainer's real loop per model / recipe / CUDA graph, against the model alone,
+            with a per-phase breakdown (bench_loop, PhaseTimer)
 - __main__: the one CLI above
 - synth_speed, realism: their own CLIs (`python -m benchmarks.synth_speed`, `python -m benchmarks.realism`)
 """

@@ -1,7 +1,8 @@
-"""python -m benchmarks: input pipeline, model throughput, scaling, accuracy, the leaderboard and learning curves.
+"""python -m benchmarks: input pipeline, model and loop throughput, scaling, accuracy, the leaderboard, learning curves.
 
     python -m benchmarks input    [--n 3000] [--workers 0,1,2]        # crops/s cache -> augment -> batch
     python -m benchmarks models   [--models all] [--batch 32]          # img/s, memory, FLOPs per model
+    python -m benchmarks loop     [--batch 256] [--cuda-graph off,on]  # the real training loop vs the model alone
     python -m benchmarks scaling  [--model hm_resnet18] [--procs 1,2]  # DDP processes (gloo / nccl)
     python -m benchmarks accuracy                                      # table of the finished runs
     python -m benchmarks leaderboard [--runs SPEC ...] [--profile P]   # train extra runs, then tabulate

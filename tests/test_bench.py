@@ -53,9 +53,18 @@ def test_cli_help_lists_every_benchmark():
     res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for cmd in ("input", "models", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all"):
+    for cmd in ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all"):
         assert f"python -m benchmarks {cmd}" in res.stdout
     assert "_one" not in res.stdout  # internal subcommand of `models`
+
+
+def test_input_bench_measures_the_workers_share_on_cuda(tiny_data):
+    """modern-deferred: the geometry and the pixel-op draws only (the workers' part of --pixel-ops device)."""
+    from benchmarks.speed import bench_input
+
+    df = bench_input(n=8, workers=(0,), batch=4, pipelines=("modern", "modern-deferred"), data_dir=str(tiny_data))
+    assert df["pipeline"].tolist() == ["modern", "modern-deferred"]
+    assert (df["per core (crops/CPU-s)"] > 0).all() and (df["0 workers (crops/s)"] > 0).all()
 
 
 def test_bench_accuracy_reads_finished_runs(tmp_path, monkeypatch):
