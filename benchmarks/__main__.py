@@ -69,8 +69,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--n", type=int, default=3000, help="crops per DataLoader measurement")
         p.add_argument("--workers", default="0,1,2", help="DataLoader worker counts, comma-separated")
         p.add_argument("--pipelines", default="none,paper,modern",
-                       help="augmentation pipelines, comma-separated: none, paper, modern, modern-deferred "
-                       "(the workers' share under --pixel-ops device)")
+                       help="augmentation pipelines, comma-separated: none, paper, modern, modern-deferred, "
+                       "modern-context (the workers' share under --pixel-ops device, and with --warp-on-device)")
         p.add_argument("--data-dir", default="auto")
     for p in (p_mo, p_one, p_all):
         p.add_argument("--batch", type=int, default=None, help="training batch (default 16 CPU, 256 GPU)")
@@ -87,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--steps", type=int, default=None, help="timed steps (default 5 CPU, 50 GPU)")
     p_lo.add_argument("--cuda-graph", default="off", help="off, on, or off,on (both rows)")
     p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | auto (device on CUDA)")
+    p_lo.add_argument("--warp-on-device", action="store_true", help="the workers send the 192 context; "
+                      "the device warps it (with --pixel-ops device)")
     p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
     p_lo.add_argument("--no-breakdown", action="store_true", help="skip the synchronised per-phase epoch")
     p_lo.add_argument("--device", default="auto")
@@ -235,7 +237,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         device = resolve_device(a.device)
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
-                        a.data_dir, a.profile, not a.no_breakdown)
+                        a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device)
         section("loop", "The training loop against the model alone (img/s, per-step breakdown)", df, argv, device,
                 "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
                 "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); model-only = "

@@ -35,10 +35,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     RENDER=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34; SMALL_MODELS=resnet34
     TRAIN_MIN=0.3; EVAL_EVERY=5; WORKERS=1; INPUT_N=64
+    FAST_MODELS=hm_resnet18_64
 else
     RENDER=(12000 1000); STEPS=20; BATCH_BIG=256; MODELS=irv2,hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3
     SMALL_MODELS=irv2,resnet34,cpm,inception_v3; TRAIN_MIN=0.75; EVAL_EVERY=500; WORKERS=$(($(nproc) - 1))
-    INPUT_N=4000
+    INPUT_N=4000; FAST_MODELS=hm_resnet18_64,hm_resnet18
 fi
 
 # 0. the packages the GPU box lacks, from carried wheels
@@ -71,17 +72,20 @@ say "rendering ${RENDER[0]} + ${RENDER[1]} images into $DATA on $WORKERS process
 step 75 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py -o addopts=""
 
 # 3. the models alone
-step 85 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
+step 75 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
 
 wait $RENDER_PID; say "render: exit $? ($(tail -n 1 "$OUT_DIR/render.log"))"
 
 # 4. the input alone: can the workers feed the GPU (full modern pipeline vs the workers' share on CUDA)?
-step 45 "input" $PY -m benchmarks input --workers "0,8,$WORKERS" --pipelines modern,modern-deferred --n "$INPUT_N" \
+step 45 "input" $PY -m benchmarks input --workers "0,8,$WORKERS" --pipelines modern,modern-deferred,modern-context \
+    --n "$INPUT_N" \
     --data-dir "$DATA" --out "$MD"
 
 # 5. the training loop against the models alone: big batches, then the report's batch 8 with and without a graph
-step 100 "loop batch $BATCH_BIG" $PY -m benchmarks loop --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" \
+step 90 "loop batch $BATCH_BIG" $PY -m benchmarks loop --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" \
     --data-dir "$DATA" --out "$MD"
+step 40 "loop batch $BATCH_BIG, warp on the device" $PY -m benchmarks loop --models "$FAST_MODELS" --batch "$BATCH_BIG" \
+    --steps "$STEPS" --pixel-ops device --warp-on-device --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
 step 75 "loop batch 8" $PY -m benchmarks loop --models "$SMALL_MODELS" --recipes paper --cuda-graph "$GRAPHS" \
     --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
 

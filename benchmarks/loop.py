@@ -41,7 +41,7 @@ class PhaseTimer:
 def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch: int | None = None,
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
-               profile: str = "auto", breakdown: bool = True) -> pd.DataFrame:
+               profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False) -> pd.DataFrame:
     """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
     host syncs per step, and (breakdown) milliseconds per step in each phase."""
     from lib.config import resolve_device
@@ -63,12 +63,13 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     cfg = TrainConfig(model=model, recipe=recipe, data_dir=data_dir, device=device, batch_size=b,
                                       limit_train=b * steps, limit_val=64, epochs=1000, run="loop", out_dir=tmp,
                                       resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
-                                      profile=profile)
+                                      warp_on_device=warp_on_device, profile=profile)
                     trainer = Trainer(cfg)
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph,
-                           "pixel ops": trainer.cfg.pixel_ops, "workers": trainer.cfg.workers,
+                           "pixel ops": trainer.cfg.pixel_ops + (" + warp" if warp_on_device else ""),
+                           "workers": trainer.cfg.workers,
                            "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
                            "loop / model": lean["steady_img_s"] / model_only[(model, b)],
                            "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],

@@ -26,8 +26,9 @@ from lib.joints import NUM_JOINTS
 TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-# modern-deferred: what the workers do on CUDA (--pixel-ops device): the geometry and the pixel-op draws
-PIPELINES = ("none", "paper", "modern", "modern-deferred")
+# what the workers do on CUDA: modern-deferred (--pixel-ops device) the geometry and the pixel-op draws,
+# modern-context (also --warp-on-device) only the draws, sending the 192 context
+PIPELINES = ("none", "paper", "modern", "modern-deferred", "modern-context")
 
 
 class BenchmarkError(cli.UserError, RuntimeError):
@@ -56,7 +57,9 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     idx = np.arange(len(cache))
     rows = []
     for name in pipelines:
-        aug = (None if name == "none" else augment.build("modern", defer_pixels=True) if name == "modern-deferred"
+        deferred = {"modern-deferred": {"defer_pixels": True},
+                    "modern-context": {"defer_pixels": True, "defer_warp": True}}
+        aug = (None if name == "none" else augment.build("modern", **deferred[name]) if name in deferred
                else augment.build(name))
         ds = data.HandDataset(cache, idx, aug)
         cv2.setNumThreads(1)

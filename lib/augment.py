@@ -334,19 +334,21 @@ class ModernAugment(Augment):
                  gamma_p: float = 0.3, gamma: tuple[float, float] = (80, 120),
                  blur_p: float = 0.2, noise_p: float = 0.2,
                  noise_std: tuple[float, float] = (0.02, 0.06), cutout_p: float = 0.3,
-                 defer_pixels: bool = False) -> None:
+                 defer_pixels: bool = False, defer_warp: bool = False) -> None:
         super().__init__(scale=scale, rotate=rotate, shift=shift, hflip=hflip, vflip=vflip,
                          p_affine=p_affine, max_outside=max_outside, retries=retries,
                          color_p=color_p, brightness=brightness, contrast=contrast,
                          saturation=saturation, hue=hue, gamma_p=gamma_p, gamma=gamma,
                          blur_p=blur_p, noise_p=noise_p, noise_std=noise_std,
-                         cutout_p=cutout_p, defer_pixels=defer_pixels)
+                         cutout_p=cutout_p, defer_pixels=defer_pixels, defer_warp=defer_warp)
         if not 0 < scale[0] <= scale[1]:
             raise ValueError(f"modern: scale must be (lo, hi) with 0 < lo <= hi, found {scale}")
         self.log_scale = (math.log(scale[0]), math.log(scale[1]))
         self.rotate, self.shift, self.hflip, self.vflip = rotate, shift, hflip, vflip
         self.p_affine, self.max_outside, self.retries = p_affine, max_outside, retries
-        self.defer_pixels = defer_pixels
+        if defer_warp and not defer_pixels:
+            raise ValueError("modern: defer_warp needs defer_pixels (the warp runs in apply_pixels)")
+        self.defer_pixels, self.defer_warp = defer_pixels, defer_warp
         self.p_ops = {"color": color_p, "gamma": gamma_p, "blur": blur_p, "noise": noise_p,
                       "cutout": cutout_p}
         self.jitter = [(max(0.0, 1 - brightness), 1 + brightness),
@@ -366,6 +368,10 @@ class ModernAugment(Augment):
         ], p=1.0)
 
     def _geometry(self, ctx, p, s, rng):
+        return self._finish(ctx, p, s, self._matrix(p, rng))
+
+    def _matrix(self, p, rng) -> np.ndarray:
+        """The 3x3 affine ctx -> 128 crop of one draw."""
         c_in, c_out = (CTX_SIZE - 1) / 2.0, (CROP_SIZE - 1) / 2.0
         flip = _flip(rng.random() < self.hflip, rng.random() < self.vflip, 1)  # linear part
         jitter = rng.random() < self.p_affine
@@ -380,21 +386,28 @@ class ModernAugment(Augment):
             m = _translate(c_out + t[0], c_out + t[1]) @ lin @ _translate(-c_in, -c_in)
             if (~_inside(apply_affine(m, p), CROP_SIZE)).sum() <= self.max_outside:
                 break
-        return self._finish(ctx, p, s, m)
+        return m
 
     def _apply(self, ctx, p, s, rng):
         img, p_out, s_out = self._geometry(ctx, p, s, rng)
         self.pixel.set_random_state(rng, self._py)
         return self.pixel(image=img)["image"], p_out, s_out
 
-    def geometry(self, ctx: np.ndarray, p: np.ndarray, s: float,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    def geometry(self, ctx: np.ndarray, p: np.ndarray, s: float, seed: int,
+                 warp: bool = True) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """`__call__`'s geometry (same img, p_out, s_out) plus the drawn pixel-op parameters
-        (PIXEL_PARAMS,) float32, to be applied later by `apply_pixels` on a batch."""
+        (PIXEL_PARAMS,) float32, to be applied later by `apply_pixels` on a batch. warp=False:
+        img is the 192 context itself (no copy, no resampling) and `apply_pixels` warps it, with
+        the matrix it finds in the parameters (what the DataLoader workers do on CUDA)."""
         _check(ctx, p, s)
         rng = self._rngs(seed)
-        img, p_out, s_out = self._geometry(ctx, np.asarray(p, dtype=np.float64), float(s), rng)
-        return img, p_out, s_out, self.draw_pixels(rng)
+        p = np.asarray(p, dtype=np.float64)
+        m = self._matrix(p, rng)
+        pixel = self.draw_pixels(rng)
+        pixel[_IX["warp"]] = np.linalg.inv(m)[:2].ravel()
+        if not warp:
+            return ctx, apply_affine(m, p).astype(np.float32), float(s) * _linear_scale(m), pixel
+        return (*self._finish(ctx, p, float(s), m), pixel)
 
     @staticmethod
     def identity_pixels() -> np.ndarray:
@@ -455,10 +468,11 @@ def _layout(*fields: tuple[str, int]) -> dict[str, slice]:
 
 
 PIXEL_LAYOUT: dict[str, slice] = _layout(
-    ("color", 1), ("jitter", 4), ("gamma_on", 1), ("gamma", 1), ("blur", 3), ("kernel", _K * _K),
+    ("warp", 6), ("color", 1), ("jitter", 4), ("gamma_on", 1), ("gamma", 1), ("blur", 3), ("kernel", _K * _K),
     ("noise", 3), ("cutout", 1), ("holes", 14))
 PIXEL_PARAMS: int = PIXEL_LAYOUT["holes"].stop
-"""Per sample: color on, jitter (brightness, contrast, saturation factors, hue shift in turns),
+"""Per sample: warp (2x3 affine, 128 crop pixel -> 192 context pixel; used when the input is the
+context), color on, jitter (brightness, contrast, saturation factors, hue shift in turns),
 gamma on, gamma; blur (0 off / 1 Gaussian / 2 motion, size, sigma or angle), kernel (7x7,
 correlation, centred); noise (on, std in grey levels, seed < 2**24); cutout on, holes (2 x
 x0, y0, x1, y1, r, g, b; an unused hole is empty)."""
@@ -468,6 +482,7 @@ _IX = PIXEL_LAYOUT
 def identity_pixels() -> np.ndarray:
     """A (PIXEL_PARAMS,) float32 parameter vector that applies no pixel op."""
     v = np.zeros(PIXEL_PARAMS, np.float32)
+    v[_IX["warp"]] = 1.0, 0.0, CTX_PAD, 0.0, 1.0, CTX_PAD  # the context's central 128: the exact crop
     v[_IX["jitter"]] = 1.0, 1.0, 1.0, 0.0
     v[_IX["gamma"]] = 1.0
     v[_IX["kernel"].start + _K * _K // 2] = 1.0
@@ -540,8 +555,8 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
     from one torch generator seeded with it instead (one kernel instead of the hash's ~20; a
     sample's noise then depends on its batch, which is as deterministic as the batch itself).
     """
-    x = x.float()
     p = params.float()
+    x = warp_batch(x, p[:, _IX["warp"]]) if x.shape[-1] == CTX_SIZE else x.float()
     B, C, H, W = x.shape
     col = lambda name: p[:, _IX[name]].view(B, -1, 1, 1)  # noqa: E731
     on = lambda name: p[:, _IX[name].start].view(B, 1, 1, 1) > 0  # noqa: E731
@@ -576,6 +591,20 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
         inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
         x = torch.where((inside.unsqueeze(1) & on("cutout")), h[:, 4:].view(B, 3, 1, 1), x)
     return x
+
+
+def warp_batch(ctx: torch.Tensor, inverse: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
+    """cv2.warpAffine (bilinear, border 0, pixel centres, rounded) of a (B,3,192,192) context batch
+    to (B,3,size,size) float, on its device; `inverse` (B,6) maps output pixels to context pixels."""
+    B, _, H, W = ctx.shape
+    a = inverse.float().view(B, 2, 3)
+    ys, xs = torch.meshgrid(torch.arange(size, device=ctx.device, dtype=torch.float32),
+                            torch.arange(size, device=ctx.device, dtype=torch.float32), indexing="ij")
+    out = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, size * size, 3) @ a.transpose(1, 2)  # (B,N,2)
+    grid = torch.stack([out[..., 0] * (2.0 / (W - 1)) - 1, out[..., 1] * (2.0 / (H - 1)) - 1], -1)
+    grid = grid.view(B, size, size, 2)  # align_corners=True: -1 and 1 are the centres of the edge pixels
+    y = F.grid_sample(ctx.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return torch.round(y).clamp(0, 255)
 
 
 def batch_noise_seed(params: torch.Tensor) -> int:

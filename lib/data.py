@@ -807,9 +807,11 @@ class HandDataset(torch.utils.data.Dataset):
     through `augment(ctx, p, s, seed) -> (img128, p128, s_out)` (lib.augment) and the label is
     converted back to the competition convention. An item is an index, (index, seed), or
     (index, seed, augment?): False gives the exact crop (lib.samplers.EpochBatches' augmentation ramp).
-    With an augment whose `defer_pixels` is true, augmented items come from `augment.geometry`
-    and every item has a "pixel" key (the pixel-op parameters; `augment.identity_pixels()` for
-    exact crops), to be applied per batch on the device by `lib.augment.apply_pixels`.
+    With an augment whose `defer_pixels` is true, every item has a "pixel" key: the warp and
+    pixel-op parameters (`augment.geometry`; `augment.identity_pixels()` for exact crops) that
+    `lib.augment.apply_pixels` applies to the whole batch on the device. With `defer_warp` too,
+    the image is the 192 context instead (uint8 (3,192,192); an exact crop: the context with the
+    crop in its centre), and apply_pixels also does the warp.
     """
 
     def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0):
@@ -824,18 +826,23 @@ class HandDataset(torch.utils.data.Dataset):
         i = int(self.indices[pos])
         c = self.cache
         defer = getattr(self.augment, "defer_pixels", False)
+        whole = getattr(self.augment, "defer_warp", False)  # the item is the context, warped per batch
         if self.augment is None or not augment:
             img, kp = np.array(c.crop[i]), c.kp[i]
             pixel = self.augment.identity_pixels() if defer else None
+            if whole:  # the identity warp takes the context's central 128: the crop itself
+                img, crop = np.array(c.ctx[i]), img
+                img[CTX_PAD:CTX_PAD + CROP_SIZE, CTX_PAD:CTX_PAD + CROP_SIZE] = crop
         else:
-            args = np.asarray(c.ctx[i]), c.ctx_kp[i], float(c.scale[i]), int(sample_seed)
+            ctx = np.array(c.ctx[i]) if whole else np.asarray(c.ctx[i])
+            args = ctx, c.ctx_kp[i], float(c.scale[i]), int(sample_seed)
             if defer:
-                img, p, s, pixel = self.augment.geometry(*args)
+                img, p, s, pixel = self.augment.geometry(*args, warp=not whole)
             else:
                 img, p, s = self.augment(*args)
             kp = label_from_pixels(p, s)
         item = {
-            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),  # uint8 (3,128,128)
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),  # uint8 (3,128,128) or (3,192,192)
             "kp": torch.from_numpy(np.asarray(kp, np.float32)),
             "vis": torch.from_numpy(c.vis[i].astype(np.float32)),
             "index": i,

@@ -301,7 +301,7 @@ class Trainer:
             cache = data.build_cache(files.training)
             train_idx, self.val_idx = split_indices(files, cache, cfg)
         self.labels = labels_fingerprint(cache.kp, cache.vis)
-        deferred = {"defer_pixels": True} if cfg.pixel_ops == "device" else {}
+        deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixel_ops == "device" else {}
         self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed)
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)

@@ -10,7 +10,8 @@ from albumentations.augmentations.blur import functional as fblur
 
 from lib import data
 from lib.augment import PIXEL_LAYOUT as L
-from lib.augment import PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, build, identity_pixels
+from lib.augment import (PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, build, identity_pixels,
+                         warp_batch)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OPS = ("color_p", "gamma_p", "blur_p", "noise_p", "cutout_p")
@@ -174,6 +175,22 @@ def test_noise_from_one_generator_per_batch(device):
     assert not np.array_equal(out, run(grey, params, device, seed + 1))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_warp_on_the_batch_side_matches_cv2(device):
+    """warp_batch = cv2.warpAffine (bilinear, border 0, pixel centres) on the matrices the modern
+    draws make, to cv2's fixed-point rounding: here mean |diff| <= 0.3 grey levels."""
+    aug = ModernAugment()
+    diffs = []
+    for seed in range(12):
+        ctx, kp, s = ctx_sample(seed)
+        img, _, _, v = aug.geometry(ctx, kp, s, seed)
+        out = warp_batch(torch.from_numpy(ctx).permute(2, 0, 1)[None].to(device),
+                         torch.from_numpy(v[L["warp"]])[None].to(device))[0].permute(1, 2, 0).cpu().numpy()
+        diffs.append(np.abs(out - img.astype(np.float32)))
+    d = np.stack(diffs)
+    assert d.mean() <= 0.3 and np.percentile(d, 99.9) <= 4, (d.mean(), np.percentile(d, 99.9), d.max())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_on_cuda():
     aug = ModernAugment(color_p=1.0, gamma_p=1.0, blur_p=1.0, noise_p=1.0, cutout_p=1.0)
@@ -191,18 +208,29 @@ def test_no_host_sync_on_cuda():
 # ---------------------------------------------------------------- HandDataset
 
 def test_hand_dataset_items_carry_pixel_params(tiny_data, tmp_path):
+    """Deferred items: the geometry crop (or with defer_warp the 192 context, which warp_batch turns
+    into that crop to rounding) plus the parameters, the same labels; the ramp's exact crop stays exact."""
     cache = data.build_cache(data.find_data(tiny_data).training, tmp_path / "cache")
-    aug = build("modern", defer_pixels=True)
-    ds = data.HandDataset(cache, np.arange(8), augment=aug, seed=3)
-    item = ds[(2, 7, True)]
-    img, p, s, v = aug.geometry(np.asarray(cache.ctx[ds.indices[2]]), cache.ctx_kp[ds.indices[2]],
-                                float(cache.scale[ds.indices[2]]), 7)
+    aug, whole = build("modern", defer_pixels=True), build("modern", defer_pixels=True, defer_warp=True)
+    ds, ds_whole = (data.HandDataset(cache, np.arange(8), augment=a, seed=3) for a in (aug, whole))
+    i = ds.indices[2]
+    img, p, s, v = aug.geometry(np.asarray(cache.ctx[i]), cache.ctx_kp[i], float(cache.scale[i]), 7)
+    item, item_whole = ds[(2, 7, True)], ds_whole[(2, 7, True)]
     np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), img)
-    np.testing.assert_array_equal(item["pixel"].numpy(), v)
-    exact = ds[(2, 7, False)]  # the augmentation ramp's exact crop
-    np.testing.assert_array_equal(exact["image"].permute(1, 2, 0).numpy(), cache.crop[ds.indices[2]])
-    np.testing.assert_array_equal(exact["pixel"].numpy(), identity_pixels())
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
-    assert batch["pixel"].shape == (4, PIXEL_PARAMS) and batch["pixel"].dtype == torch.float32
+    np.testing.assert_array_equal(item_whole["image"].permute(1, 2, 0).numpy(), cache.ctx[i])
+    for it in (item, item_whole):
+        np.testing.assert_array_equal(it["pixel"].numpy(), v)
+        np.testing.assert_array_equal(it["kp"].numpy(), data.label_from_pixels(p, s).astype(np.float32))
+    warped = warp_batch(item_whole["image"][None], item_whole["pixel"][None, L["warp"]])[0].permute(1, 2, 0).numpy()
+    assert np.abs(warped - img).mean() < 0.5 and np.abs(warped - img).max() <= 8
+    for d in (ds, ds_whole):  # the augmentation ramp's exact crop
+        exact = d[(2, 7, False)]
+        np.testing.assert_array_equal(exact["pixel"].numpy(), identity_pixels())
+        out = apply_pixels(exact["image"][None], exact["pixel"][None])[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(out, cache.crop[i])
+        batch = next(iter(torch.utils.data.DataLoader(d, batch_size=4)))
+        assert batch["pixel"].shape == (4, PIXEL_PARAMS) and batch["pixel"].dtype == torch.float32
+    with pytest.raises(ValueError, match="defer_warp needs defer_pixels"):
+        build("modern", defer_warp=True)
     assert "pixel" not in data.HandDataset(cache, np.arange(8), augment=build("modern"))[0]
     assert "pixel" not in data.HandDataset(cache, np.arange(8))[0]

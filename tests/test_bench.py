@@ -62,8 +62,9 @@ def test_input_bench_measures_the_workers_share_on_cuda(tiny_data):
     """modern-deferred: the geometry and the pixel-op draws only (the workers' part of --pixel-ops device)."""
     from benchmarks.speed import bench_input
 
-    df = bench_input(n=8, workers=(0,), batch=4, pipelines=("modern", "modern-deferred"), data_dir=str(tiny_data))
-    assert df["pipeline"].tolist() == ["modern", "modern-deferred"]
+    df = bench_input(n=8, workers=(0,), batch=4, pipelines=("modern", "modern-deferred", "modern-context"),
+                     data_dir=str(tiny_data))
+    assert df["pipeline"].tolist() == ["modern", "modern-deferred", "modern-context"]
     assert (df["per core (crops/CPU-s)"] > 0).all() and (df["0 workers (crops/s)"] > 0).all()
 
 

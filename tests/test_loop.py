@@ -61,6 +61,7 @@ def test_a_nan_found_later_is_named_at_its_step_and_nothing_is_saved(tiny_data, 
 @pytest.mark.parametrize("option, value, message", [
     ("check_every", 0, "--check-every: expected an integer >= 1, found 0"),
     ("pixel_ops", "gpu", "--pixel-ops: expected one of \\['workers', 'device'\\], found 'gpu'"),
+    ("warp_on_device", True, "--warp-on-device: expected --pixel-ops device with it"),
 ])
 def test_bad_loop_options(tiny_data, tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
@@ -120,10 +121,15 @@ def test_epoch_files_are_written_behind_training_and_all_there_when_fit_returns(
         train.fit(**small(tiny_data, tmp_path, run="full_disk", epochs=2, batch_size=4))
 
 
-def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path):
-    """--pixel-ops device (the CUDA default) runs through the whole loop; here on CPU tensors."""
-    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, pixel_ops="device")))
-    assert trainer.time_epoch(0)["images"] == 16 and "pixel" in next(iter(trainer.train_loader))
+@pytest.mark.parametrize("warp", [False, True])
+def test_pixel_ops_on_the_device_train_on_cpu_tensors_too(tiny_data, tmp_path, warp):
+    """--pixel-ops device (the CUDA default), and with --warp-on-device, run through the whole loop;
+    here on CPU tensors. The network always gets 128 px crops."""
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, pixel_ops="device", warp_on_device=warp)))
+    batch = next(iter(trainer.train_loader))
+    assert "pixel" in batch and batch["image"].shape[-1] == (192 if warp else 128)
+    assert train.to_input(batch, "cpu", True).shape == (2, 3, 128, 128)
+    assert trainer.time_epoch(0)["images"] == 16
 
 
 def test_workers_keep_to_one_thread_each(tiny_data, tmp_path, monkeypatch):
@@ -198,10 +204,10 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
 
 
 @cuda
-@pytest.mark.parametrize("graph", [False, True])
-def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph):
-    """Steps (pixel ops on the device, bf16, clipping, fused AdamW, EMA) under sync debug mode "error"."""
-    trainer = _trainer(tiny_data, tmp_path, cuda_graph=graph, pixel_ops="device")
+@pytest.mark.parametrize("graph, warp", [(False, False), (True, False), (False, True)])
+def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp):
+    """Steps (pixel ops, and the warp, on the device, bf16, clipping, fused AdamW, EMA) under sync debug mode "error"."""
+    trainer = _trainer(tiny_data, tmp_path, cuda_graph=graph, pixel_ops="device", warp_on_device=warp)
     net = trainer._wrap()
     batches = iter(trainer.train_loader)
     trainer._step(net, next(batches), 1e-3)  # the first step captures the graph (which synchronises)
