@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", action="store_true")
         p.add_argument("--no-channels-last", action="store_true")
     p_mo.add_argument("--models", default="all", help="comma-separated names, or all")
+    p_mo.add_argument("--timeout", type=float, default=None, help="seconds per model (a row says when it ran over)")
     p_lo.add_argument("--models", default="hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2",
                       help="comma-separated names, or all")
     p_lo.add_argument("--recipes", default="modern", help="comma-separated: modern, paper")
@@ -148,6 +149,8 @@ def check_args(a: argparse.Namespace) -> None:
     from benchmarks.report import check_out
 
     check_out(getattr(a, "out", None))
+    if getattr(a, "timeout", None) is not None and not a.timeout > 0:
+        raise ValueError(f"--timeout: expected seconds > 0, found {a.timeout}")
     for opt in ("n", "batch", "steps"):
         v = getattr(a, opt, None)
         if v is not None and v < 1:
@@ -236,13 +239,19 @@ def _main(argv: list[str] | None = None) -> int:
         from benchmarks.loop import bench_loop
 
         device = resolve_device(a.device)
+
+        def loop_section(df, echo=True):
+            section("loop", "The training loop against the model alone (img/s, per-step breakdown)", df, argv, device,
+                    "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
+                    "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); loop img/s "
+                    "from the epoch's first batch on (epoch start apart); model-only = `models` on random crops at "
+                    "the same batch; host syncs / step = the loop's reads of the device; (ms) columns = a further "
+                    "epoch with the device synchronised at each phase end", a.out, echo)
+
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
-                        a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device)
-        section("loop", "The training loop against the model alone (img/s, per-step breakdown)", df, argv, device,
-                "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
-                "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); model-only = "
-                "`models` on random crops at the same batch; host syncs / step = the loop's reads of the device; "
-                "(ms) columns = a further epoch with the device synchronised at each phase end", a.out)
+                        a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device,
+                        lambda part: loop_section(part, echo=False))
+        loop_section(df)
         return 0
     if a.cmd == "leaderboard":
         profile, _ = run_leaderboard(a.runs, a.profile, a.data_dir)
@@ -261,11 +270,15 @@ def _main(argv: list[str] | None = None) -> int:
                 "DataLoader rates exclude the worker start-up", a.out)
     if a.cmd in ("models", "all"):
         names = list_models() if getattr(a, "models", "all") == "all" else a.models.split(",")
-        df = speed.bench_models(names, a.batch, a.steps, a.device, a.amp, a.compile, not a.no_channels_last)
-        section("models", "Model throughput at 128x128 (random crops, AdamW step incl. loss)", df, argv, device,
-                f"batch {a.batch}, {a.steps} timed steps after warm-up, channels_last={not a.no_channels_last}; "
-                "train TFLOP/s = 3 x forward FLOPs x img/s; test set + flip TTA = 2 x 3,611 / infer img/s; "
-                "peak mem = CUDA max allocated, or on CPU the process's peak RSS", a.out)
+        def models_section(df, echo=True):
+            section("models", "Model throughput at 128x128 (random crops, AdamW step incl. loss)", df, argv, device,
+                    f"batch {a.batch}, {a.steps} timed steps after warm-up, channels_last={not a.no_channels_last}; "
+                    "train TFLOP/s = 3 x forward FLOPs x img/s; test set + flip TTA = 2 x 3,611 / infer img/s; "
+                    "peak mem = CUDA max allocated, or on CPU the process's peak RSS", a.out, echo)
+
+        df = speed.bench_models(names, a.batch, a.steps, a.device, a.amp, a.compile, not a.no_channels_last,
+                                getattr(a, "timeout", None), lambda part: models_section(part, echo=False))
+        models_section(df)
     if a.cmd in ("scaling", "all"):
         procs = (tuple(int(p) for p in a.procs.split(",")) if getattr(a, "procs", None)
                  else tuple(range(1, torch.cuda.device_count() + 1)) if cuda and torch.cuda.device_count() > 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md in one command, about 8 minutes on one H100 (each step
+# Every GPU measurement of BENCHMARKS.md in one command, about 9 minutes on one H100 (each step
 # has a time limit; the first run, 2026-11-26, took 9.0 with longer limits):
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]          # default outputs/gpu_check
@@ -38,7 +38,7 @@ if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     FAST_MODELS=hm_resnet18_64
 else
     RENDER=(12000 1000); STEPS=20; BATCH_BIG=256; MODELS=irv2,hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3
-    SMALL_MODELS=irv2,resnet34,cpm,inception_v3; TRAIN_MIN=0.75; EVAL_EVERY=500; WORKERS=$(($(nproc) - 1))
+    SMALL_MODELS=irv2,resnet34,cpm,inception_v3; TRAIN_MIN=0.5; EVAL_EVERY=500; WORKERS=$(($(nproc) - 1))
     INPUT_N=4000; FAST_MODELS=hm_resnet18_64,hm_resnet18
 fi
 
@@ -72,7 +72,7 @@ say "rendering ${RENDER[0]} + ${RENDER[1]} images into $DATA on $WORKERS process
 step 75 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py -o addopts=""
 
 # 3. the models alone
-step 75 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
+step 100 "models" $PY -m benchmarks models --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --timeout 30 --out "$MD"
 
 wait $RENDER_PID; say "render: exit $? ($(tail -n 1 "$OUT_DIR/render.log"))"
 
@@ -91,7 +91,7 @@ step 75 "loop batch 8" $PY -m benchmarks loop --models "$SMALL_MODELS" --recipes
 
 # 6. the modern model on the rendered set for TRAIN_MIN minutes (gpu profile settings), then predict and score
 RUNS=$WORK/runs
-step 80 "train" $PY -m lib.train --model hm_resnet18_64 --profile gpu --data-dir "$DATA" --budget-minutes "$TRAIN_MIN" \
+step 60 "train" $PY -m lib.train --model hm_resnet18_64 --profile gpu --data-dir "$DATA" --budget-minutes "$TRAIN_MIN" \
     --eval-every "$EVAL_EVERY" --out-dir "$RUNS" --run gpu_check --no-resume "$GRAPH"
 step 30 "predict" $PY -m lib.predict --run "$RUNS/gpu_check"
 cp "$RUNS/gpu_check/curve.csv" "$RUNS/gpu_check/log.csv" "$OUT_DIR/" 2>/dev/null

@@ -41,9 +41,11 @@ class PhaseTimer:
 def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch: int | None = None,
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
-               profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False) -> pd.DataFrame:
+               profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False,
+               progress=None) -> pd.DataFrame:
     """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
-    host syncs per step, and (breakdown) milliseconds per step in each phase."""
+    host syncs per step, and (breakdown) milliseconds per step in each phase; `progress(table so
+    far)` after each row."""
     from lib.config import resolve_device
     from lib.train import Trainer
 
@@ -82,6 +84,8 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     del trainer
                 print(f"loop: {row['loop img/s']:.0f} img/s = {row['loop / model']:.2f} x the model alone", flush=True)
                 rows.append(row)
+                if progress:
+                    progress(pd.DataFrame(rows))
                 if cuda:
                     torch.cuda.empty_cache()
     return pd.DataFrame(rows)

@@ -80,13 +80,14 @@ def update_section(path: str | os.PathLike, name: str, text: str) -> Path:
 
 
 def section(name: str, title: str, df: pd.DataFrame | list[tuple[str, pd.DataFrame]], argv: list[str], device: str,
-            extra: str, out: str | os.PathLike | None) -> str:
-    """A table (or a list of (subtitle, table)) with its provenance header: printed, and written into
-    out's block `name` when out is given."""
+            extra: str, out: str | os.PathLike | None, echo: bool = True) -> str:
+    """A table (or a list of (subtitle, table)) with its provenance header: printed (unless echo is
+    False: a partial table kept as rows come in), and written into out's block `name` when out is given."""
     tables = [("", df)] if isinstance(df, pd.DataFrame) else df
     body = "\n\n".join((f"#### {sub}\n\n" if sub else "") + markdown(t) for sub, t in tables)
     text = "\n".join(header(title, argv, device, extra)) + "\n" + body + "\n"
-    print(text, flush=True)
+    if echo:
+        print(text, flush=True)
     if out:
         update_section(out, name, text)
     return text

@@ -139,9 +139,11 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
 
     model.train()
     warm = 3 if (compile or device.startswith("cuda")) else 1
+    t = time.perf_counter()
     for _ in range(warm):
         train_step()
     sync()
+    warm_s = time.perf_counter() - t  # with --compile: mostly the compilation
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
@@ -170,7 +172,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     peak_dev = next((v for k, v in PEAK_TFLOPS.items() if device.startswith("cuda")
                      and k in torch.cuda.get_device_name(0)), None)
     return {"model": name, "params (M)": params / 1e6, "GFLOPs/img (fwd)": gflops,
-            "batch": batch, "amp": amp, "compile": compile, "train img/s": train_ips,
+            "batch": batch, "amp": amp, "compile": compile, "warm-up s (incl. compile)": warm_s, "train img/s": train_ips,
             "infer img/s": infer_ips, "test set + flip TTA (s)": 2 * TEST_CROPS / infer_ips,
             "peak mem (GiB)": peak_train if peak_train is not None else peak,
             "train TFLOP/s": achieved,
@@ -178,8 +180,11 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
 
 
 def bench_models(models: list[str], batch: int = 32, steps: int = 5, device: str = "auto", amp: str = "auto",
-                 compile: bool = False, channels_last: bool = True) -> pd.DataFrame:
-    """bench_one_model for each model, each in a fresh subprocess (clean peak memory, no interference)."""
+                 compile: bool = False, channels_last: bool = True, timeout: float | None = None,
+                 progress=None) -> pd.DataFrame:
+    """bench_one_model for each model, each in a fresh subprocess (clean peak memory, no interference).
+    A model still running after `timeout` seconds (a long compile, say) gets a row saying so;
+    `progress(table so far)` is called after each model (e.g. to keep a partial section on disk)."""
     rows = []
     for name in models:
         cmd = [sys.executable, "-m", "benchmarks", "_one", "--model", name, "--batch", str(batch),
@@ -187,13 +192,22 @@ def bench_models(models: list[str], batch: int = 32, steps: int = 5, device: str
         cmd += ["--compile"] if compile else []
         cmd += [] if channels_last else ["--no-channels-last"]
         print(f"bench: {name} ...", flush=True)
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=paths.REPO)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=paths.REPO, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"bench: {name}: still running after {timeout:g} s; left out", flush=True)
+            rows.append({"model": name, "batch": batch, "compile": compile, "note": f"over the {timeout:g}-s limit"})
+            if progress:
+                progress(pd.DataFrame(rows))
+            continue
         if res.returncode != 0:
             raise BenchmarkError(f"benchmark of {name} failed (exit {res.returncode}): {_last_line(res.stderr)}; "
                                  f"the whole error: {shlex.join(['python', *cmd[1:]])}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"bench: {name}: {row['train img/s']:.1f} train img/s, {row['infer img/s']:.1f} infer img/s", flush=True)
         rows.append(row)
+        if progress:
+            progress(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 

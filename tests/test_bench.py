@@ -68,6 +68,19 @@ def test_input_bench_measures_the_workers_share_on_cuda(tiny_data):
     assert (df["per core (crops/CPU-s)"] > 0).all() and (df["0 workers (crops/s)"] > 0).all()
 
 
+def test_a_model_over_its_time_limit_gets_a_row_and_the_table_is_kept(tmp_path, capsys):
+    """--timeout bounds each model's subprocess (a long compile, say): a row says so, the section is
+    written after every model, so a killed benchmark leaves the rows it finished."""
+    from benchmarks.__main__ import main
+
+    md = tmp_path / "B.md"
+    assert main(["models", "--models", "hm_resnet18_64", "--batch", "2", "--steps", "1", "--timeout", "0.5",
+                 "--out", str(md)]) == 0
+    assert "| hm_resnet18_64 |" in md.read_text() and "over the 0.5-s limit" in md.read_text()
+    assert main(["models", "--timeout", "0"]) == 2
+    assert "--timeout: expected seconds > 0, found 0.0" in capsys.readouterr().err
+
+
 def test_bench_accuracy_reads_finished_runs(tmp_path, monkeypatch):
     from benchmarks.accuracy import bench_accuracy
     from lib.runs import Run
