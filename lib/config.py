@@ -77,10 +77,11 @@ def resolve_amp(amp: str, device: str) -> str:
     return amp
 
 
-def autocast(device: str, amp: str):
-    """The mixed-precision context of a resolved device and amp setting (bf16 | fp16 | off)."""
+def autocast(device: str, amp: str, cache: bool = True):
+    """The mixed-precision context of a resolved device and amp setting (bf16 | fp16 | off);
+    cache=False while a CUDA graph is being captured (no cast weights kept across the capture)."""
     return torch.autocast(device.split(":")[0], dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
-                          enabled=amp != "off")
+                          enabled=amp != "off", cache_enabled=cache)
 
 
 def resolve_profile(profile: str, device: str = "auto") -> str:

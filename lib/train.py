@@ -202,11 +202,9 @@ class GraphStep:
 
     def __init__(self, trainer: "Trainer", x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
         start = time.perf_counter()
-        cfg, model, opt = trainer.cfg, trainer.model, trainer.optimizer
-        self.model, self.opt, self.clip = model, opt, cfg.grad_clip
-        self.device, self.amp = trainer.device, cfg.amp
-        for g in opt.param_groups:
-            g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
+        self.trainer, self.model, self.opt = trainer, trainer.model, trainer.optimizer
+        for g in self.opt.param_groups:
+            g["lr"] = torch.tensor(float(g["lr"]), device=trainer.device)
         self.x, self.kp, self.vis = x.clone(), kp.clone(), vis.clone()
         saved = {k: v.detach().clone() for k, v in self._state().items()}
         try:
@@ -225,7 +223,7 @@ class GraphStep:
                     v.copy_(saved[k]) if k in saved else v.zero_()
         torch.cuda.synchronize()
         self.capture_s = time.perf_counter() - start
-        trainer._say(f"{cfg.run}: CUDA graph of the step captured in {self.capture_s:.1f} s")
+        trainer._say(f"{trainer.cfg.run}: CUDA graph of the step captured in {self.capture_s:.1f} s")
 
     def _state(self) -> dict[tuple, torch.Tensor]:
         """Everything a step changes: weights, buffers, optimizer moments and step counts."""
@@ -235,25 +233,17 @@ class GraphStep:
         return out
 
     def _body(self) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=True)  # backward writes fresh gradients (in the graph's memory)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp == "bf16", cache_enabled=False):
-            out = self.model(self.x)
-        loss = self.model.loss(out, self.kp, self.vis)
-        loss.backward()
-        if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip, foreach=True)
-        self.opt.step()
-        return loss.detach()
+        """The trainer's own step on the static tensors (its gradients land in the graph's memory)."""
+        return self.trainer._update(self.model, self.x, self.kp, self.vis, capturing=True).detach()
 
     def fits(self, x: torch.Tensor) -> bool:
         return x.shape == self.x.shape
 
-    def __call__(self, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor, lr: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """One step on this batch (the learning rate: its tensor, filled by the trainer)."""
         self.x.copy_(x, non_blocking=True)
         self.kp.copy_(kp, non_blocking=True)
         self.vis.copy_(vis, non_blocking=True)
-        for g in self.opt.param_groups:
-            g["lr"].fill_(lr)
         self.graph.replay()
         return self.loss
 
@@ -404,7 +394,6 @@ class Trainer:
         (one host synchronisation) every check_every steps and at the end of an epoch."""
         cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
         mark("waiting for data")
-        self.lr_now = lr
         x = to_input(batch, self.device, cfg.channels_last)
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
@@ -416,24 +405,17 @@ class Trainer:
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self._say(f"{cfg.run}: CUDA graph capture failed ({why}); training without it")
                 self.graph = False
+        self.lr_now = lr
+        for g in self.optimizer.param_groups:  # a tensor under a CUDA graph: filled, so a replay sees it
+            if torch.is_tensor(g["lr"]):
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
         if self.graph and self.graph.fits(x):
-            loss = self.graph(x, kp, vis, lr)
+            loss = self.graph(x, kp, vis)
             mark("forward + backward + optimizer (graph)")
         else:
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["lr"].fill_(lr) if torch.is_tensor(g["lr"]) else lr
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, cfg.amp):
-                out = net(x)
-            loss = model.loss(out, kp, vis)
-            self.scaler.scale(loss).backward()
-            mark("forward + backward")
-            if cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            mark("optimizer")
+            loss = self._update(net, x, kp, vis, mark)
         if self.ema is not None:
             self.ema.update(model, step=step)
             mark("EMA")
@@ -441,6 +423,25 @@ class Trainer:
         self.state["step"] += 1
         self.state["skip"] += 1
         return len(x) * self.world
+
+    def _update(self, net: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor,
+                mark=None, capturing: bool = False) -> torch.Tensor:
+        """Forward, loss, backward, clipping and the optimizer step, at the groups' current lr; run
+        eagerly, or once into a CUDA graph (GraphStep: capturing, no phase marks). Returns the loss."""
+        cfg, mark = self.cfg, mark or (lambda phase: None)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, cfg.amp, cache=not capturing):
+            out = net(x)
+        loss = self.model.loss(out, kp, vis)
+        self.scaler.scale(loss).backward()
+        mark("forward + backward")
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        mark("optimizer")
+        return loss
 
     def _read_loss(self, since: bool = False) -> float:
         """The training-loss sum of this epoch over processes (every process calls it): one host sync.
@@ -637,10 +638,16 @@ class Trainer:
         the device is synchronised before and after. Set `timer` first for a per-phase breakdown."""
         if not hasattr(self, "total"):
             self.net, self.total, self.calibration = self._wrap(), 10**9, None
-        first: list[float] = []
+        first: list[float] = []  # when the first batch arrived
         original = self.timer
-        inner = original or (lambda phase: None)
-        self.timer = lambda phase: (first.append(time.perf_counter()) if not first else None, inner(phase))
+
+        def timer(phase: str) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            if original:
+                original(phase)
+
+        self.timer = timer
         self._sync_device()
         syncs, t = self.syncs, time.perf_counter()
         try:
