@@ -87,10 +87,12 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--batch", type=int, default=None, help="batch size (default: each recipe's)")
     p_lo.add_argument("--steps", type=int, default=None, help="timed steps (default 5 CPU, 50 GPU)")
     p_lo.add_argument("--cuda-graph", default="off", help="off, on, or off,on (both rows)")
-    p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | auto (device on CUDA)")
+    p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | compiled | auto (device on CUDA)")
     p_lo.add_argument("--warp-on-device", action="store_true", help="the workers send the 192 context; "
-                      "the device warps it (with --pixel-ops device)")
+                      "the device warps it (with --pixel-ops device or compiled)")
     p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
+    p_lo.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graph on: "
+                      "the compiled step captured in the graph)")
     p_lo.add_argument("--no-breakdown", action="store_true", help="skip the synchronised per-phase epoch")
     p_lo.add_argument("--device", default="auto")
     p_lo.add_argument("--profile", default="auto", help="whose synthetic data when data/ has no real files")
@@ -171,8 +173,8 @@ def check_args(a: argparse.Namespace) -> None:
         a.models = list_models() if a.models == "all" else name_list("--models", a.models, list_models())
         a.recipes = tuple(name_list("--recipes", a.recipes, sorted(RECIPES)))
         a.cuda_graph = tuple(w == "on" for w in name_list("--cuda-graph", a.cuda_graph, ("off", "on")))
-        if a.pixel_ops not in ("workers", "device", "auto"):
-            raise ValueError(f"--pixel-ops: expected workers, device or auto, found {a.pixel_ops!r}")
+        if a.pixel_ops not in ("workers", "device", "compiled", "auto"):
+            raise ValueError(f"--pixel-ops: expected workers, device, compiled or auto, found {a.pixel_ops!r}")
         if a.workers is not None and a.workers < 0:
             raise ValueError(f"--workers: expected an integer >= 0, found {a.workers}")
     if a.cmd == "memorise":
@@ -250,7 +252,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
                         a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device,
-                        lambda part: loop_section(part, echo=False))
+                        lambda part: loop_section(part, echo=False), a.compile)
         loop_section(df)
         return 0
     if a.cmd == "leaderboard":

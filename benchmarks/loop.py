@@ -42,7 +42,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
                profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False,
-               progress=None) -> pd.DataFrame:
+               progress=None, compile: bool = False) -> pd.DataFrame:
     """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
     host syncs per step, and (breakdown) milliseconds per step in each phase; `progress(table so
     far)` after each row."""
@@ -58,18 +58,18 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
         for recipe in recipes:
             b = batch or RECIPES[recipe]["batch_size"]
             if (model, b) not in model_only:
-                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)["train img/s"]
+                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device, compile=compile)["train img/s"]
             for graph in graphs:
                 print(f"loop: {model} {recipe} batch {b}{' cuda graph' if graph else ''} ...", flush=True)
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = TrainConfig(model=model, recipe=recipe, data_dir=data_dir, device=device, batch_size=b,
                                       limit_train=b * steps, limit_val=64, epochs=1000, run="loop", out_dir=tmp,
                                       resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
-                                      warp_on_device=warp_on_device, profile=profile)
+                                      warp_on_device=warp_on_device, profile=profile, compile=compile)
                     trainer = Trainer(cfg)
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
-                    row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph,
+                    row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
                            "pixel ops": trainer.cfg.pixel_ops + (" + warp" if warp_on_device else ""),
                            "workers": trainer.cfg.workers,
                            "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],

@@ -35,6 +35,7 @@ The report's batch sampler ("Bernoulli draw over a sliding window") is in `lib.s
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from typing import Any
@@ -539,7 +540,8 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.floor(vs - vs * sat.unsqueeze(1) * f + 1e-3)  # cv2 4.13 truncates (measured)
 
 
-def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None = None) -> torch.Tensor:
+def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None = None,
+                 compiled: bool = False) -> torch.Tensor:
     """Colour jitter, gamma, blur, Gaussian noise, cutout on a batch, in albumentations' order.
 
     x (B,3,H,W) RGB 0..255 (uint8 or float), params (B, PIXEL_PARAMS) float32 on x's device
@@ -554,8 +556,25 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
     `noise_seed` (a host int, e.g. `batch_noise_seed(params)` of the CPU batch): the noise comes
     from one torch generator seeded with it instead (one kernel instead of the hash's ~20; a
     sample's noise then depends on its batch, which is as deterministic as the batch itself).
+    `compiled=True` (`--pixel-ops compiled`): the same ops through torch.compile, fused into a few
+    kernels (on a GPU ~100 passes over the batch become a handful); compiled once per batch shape.
     """
     p = params.float()
+    z = None
+    if noise_seed is not None:  # drawn outside the compiled part: a new seed each batch recompiles nothing
+        size = (CROP_SIZE, CROP_SIZE) if x.shape[-1] == CTX_SIZE else tuple(x.shape[-2:])  # after the warp
+        z = torch.randn((len(x), 3, *size), device=x.device, generator=torch.Generator(x.device).manual_seed(noise_seed))
+    return (_compiled_pixels() if compiled else _pixels)(x, p, z)
+
+
+@functools.cache
+def _compiled_pixels():
+    return torch.compile(_pixels, dynamic=False)
+
+
+def _pixels(x: torch.Tensor, p: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """apply_pixels' ops on float params p; z: the standard normal noise, or None (the per-sample hash)."""
+
     x = warp_batch(x, p[:, _IX["warp"]]) if x.shape[-1] == CTX_SIZE else x.float()
     B, C, H, W = x.shape
     col = lambda name: p[:, _IX[name]].view(B, -1, 1, 1)  # noqa: E731
@@ -576,10 +595,8 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
     x = torch.where(on("blur"), torch.round(y.view(B, C, H, W)).clamp(0, 255), x)
     # Gaussian noise
     _, std, seed = p[:, _IX["noise"]].unbind(1)
-    if noise_seed is None:
+    if z is None:
         z = _gauss_noise(seed, (C, H, W))
-    else:
-        z = torch.randn(x.shape, device=x.device, generator=torch.Generator(x.device).manual_seed(noise_seed))
     z = z * std.view(B, 1, 1, 1)
     x = torch.where(on("noise"), torch.floor((x + z).clamp(0, 255)), x)
     # cutout: each hole a rectangle of one colour

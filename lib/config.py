@@ -137,7 +137,7 @@ class TrainConfig:
     compile: bool = False
     cuda_graph: bool = False          # the whole step as one CUDA graph (small batches; one GPU, bf16 or off)
     check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
-    pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | auto (device on CUDA)
+    pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | compiled | auto (device on CUDA)
     warp_on_device: bool = False      # with pixel_ops device: the workers send the 192 context, the device warps it
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)
@@ -199,10 +199,10 @@ class TrainConfig:
              self.augment_ramp)
         need(self.pixel_ops == "workers" or self.augment == "modern", "pixel_ops",
              "workers (device runs only the modern augmentation's pixel ops)", self.pixel_ops)
-        need(not self.warp_on_device or self.pixel_ops == "device", "warp_on_device",
-             "--pixel-ops device with it (the warp runs with the pixel ops)", self.warp_on_device)
+        need(not self.warp_on_device or self.pixel_ops in ("device", "compiled"), "warp_on_device",
+             "--pixel-ops device or compiled with it (the warp runs with the pixel ops)", self.warp_on_device)
         for name, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("constant", "cosine")),
-                              ("pixel_ops", ("workers", "device")),
+                              ("pixel_ops", ("workers", "device", "compiled")),
                               ("sampler", ("shuffle", "window")), ("augment", ("none", "paper", "modern"))):
             need(getattr(self, name) in allowed, name, f"one of {list(allowed)}", getattr(self, name))
         need(self.run not in ("", ".", "..") and "/" not in self.run and "\\" not in self.run, "run",

@@ -78,15 +78,15 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, progress: float
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
-def to_input(batch: dict, device: str, channels_last: bool) -> torch.Tensor:
+def to_input(batch: dict, device: str, channels_last: bool, compiled: bool = False) -> torch.Tensor:
     """The uint8 image batch as float input on the device, after its deferred pixel ops if it has
-    them (`--pixel-ops device`: lib.augment.apply_pixels on the device)."""
+    them (`--pixel-ops device`: lib.augment.apply_pixels on the device; `compiled`: through torch.compile)."""
     x = batch["image"].to(device, non_blocking=True)
     if "pixel" not in batch:
         x = x.float()
     else:  # the noise seed is read on the host, from the batch before it moves
         seed = augment.batch_noise_seed(batch["pixel"])
-        x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True), noise_seed=seed)
+        x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True), noise_seed=seed, compiled=compiled)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -200,9 +200,9 @@ class GraphStep:
 
     WARMUP = 3
 
-    def __init__(self, trainer: "Trainer", x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
+    def __init__(self, trainer: "Trainer", net: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
         start = time.perf_counter()
-        self.trainer, self.model, self.opt = trainer, trainer.model, trainer.optimizer
+        self.trainer, self.net, self.model, self.opt = trainer, net, trainer.model, trainer.optimizer
         for g in self.opt.param_groups:
             g["lr"] = torch.tensor(float(g["lr"]), device=trainer.device)
         self.x, self.kp, self.vis = x.clone(), kp.clone(), vis.clone()
@@ -234,7 +234,7 @@ class GraphStep:
 
     def _body(self) -> torch.Tensor:
         """The trainer's own step on the static tensors (its gradients land in the graph's memory)."""
-        return self.trainer._update(self.model, self.x, self.kp, self.vis, capturing=True).detach()
+        return self.trainer._update(self.net, self.x, self.kp, self.vis, capturing=True).detach()
 
     def fits(self, x: torch.Tensor) -> bool:
         return x.shape == self.x.shape
@@ -291,7 +291,7 @@ class Trainer:
             cache = data.build_cache(files.training)
             train_idx, self.val_idx = split_indices(files, cache, cfg)
         self.labels = labels_fingerprint(cache.kp, cache.vis)
-        deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixel_ops == "device" else {}
+        deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixel_ops in ("device", "compiled") else {}
         self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed)
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
@@ -394,13 +394,13 @@ class Trainer:
         (one host synchronisation) every check_every steps and at the end of an epoch."""
         cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
         mark("waiting for data")
-        x = to_input(batch, self.device, cfg.channels_last)
+        x = to_input(batch, self.device, cfg.channels_last, cfg.pixel_ops == "compiled")
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
         mark("to device + pixel ops")
         if cfg.cuda_graph and self.graph is None:
             try:
-                self.graph = GraphStep(self, x, kp, vis)
+                self.graph = GraphStep(self, net, x, kp, vis)
             except RuntimeError as e:  # an op the graph cannot hold: the same steps, eagerly
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self._say(f"{cfg.run}: CUDA graph capture failed ({why}); training without it")
@@ -550,11 +550,9 @@ class Trainer:
     def _wrap(self) -> torch.nn.Module:
         """The model as the steps call it: DistributedDataParallel under torchrun, compiled on request."""
         net = self.model
-        if self.cfg.cuda_graph and (self.world > 1 or self.cfg.compile or not self.device.startswith("cuda")
-                                    or self.cfg.amp == "fp16"):
-            raise ValueError(f"--cuda-graph: expected one CUDA process without --compile and without fp16 "
-                             f"(found device {self.device}, {self.world} processes, compile {self.cfg.compile}, "
-                             f"amp {self.cfg.amp})")
+        if self.cfg.cuda_graph and (self.world > 1 or not self.device.startswith("cuda") or self.cfg.amp == "fp16"):
+            raise ValueError(f"--cuda-graph: expected one CUDA process without fp16 "
+                             f"(found device {self.device}, {self.world} processes, amp {self.cfg.amp})")
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)

@@ -191,6 +191,26 @@ def test_warp_on_the_batch_side_matches_cv2(device):
     assert d.mean() <= 0.3 and np.percentile(d, 99.9) <= 4, (d.mean(), np.percentile(d, 99.9), d.max())
 
 
+@pytest.mark.slow  # compiles (~20-40 s on a CPU)
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_pixel_ops_match_eager(device):
+    """--pixel-ops compiled: torch.compile of the same ops, warp included, gives the eager result
+    (fused float arithmetic may move a rounded value by one grey level, rarely)."""
+    aug = ModernAugment(color_p=1.0, gamma_p=1.0, blur_p=1.0, noise_p=1.0, cutout_p=1.0)
+    ctx = [ctx_sample(i)[0] for i in range(4)]
+    params = []
+    for i, c in enumerate(ctx):
+        _, _, _, v = aug.geometry(c, ctx_sample(i)[1], 1.0, i, warp=False)
+        params.append(v)
+    x = torch.from_numpy(np.stack(ctx)).permute(0, 3, 1, 2).to(device)
+    p = torch.from_numpy(np.stack(params)).to(device)
+    seed = batch_noise_seed(p.cpu())
+    eager, fused = (apply_pixels(x, p, seed, compiled=c).cpu().numpy() for c in (False, True))
+    assert fused.shape == (4, 3, 128, 128)
+    d = np.abs(fused - eager)
+    assert d.max() <= 1 and (d > 0).mean() < 0.01, (d.max(), (d > 0).mean())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_on_cuda():
     aug = ModernAugment(color_p=1.0, gamma_p=1.0, blur_p=1.0, noise_p=1.0, cutout_p=1.0)

@@ -209,3 +209,30 @@ def test_simcc_memorises_16_crops_to_subpixel():
     with torch.no_grad():
         epe = (model(x)["kp"] - kp).norm(dim=-1).mean().item()
     assert epe < 1.0, f"train EPE {epe:.2f} px after 80 steps"
+
+
+def test_irv2_fused_heads_equal_separate_branches_and_load_old_checkpoints():
+    """irv2's Mixed (the branches' leading 1x1 convolutions as one wider conv, split after) is the
+    function of separate branches: a Concat of separate branches' weights (the layout before
+    2026-11-26) loads into it and gives the same output, in eval and in train mode."""
+    from torch import nn
+
+    from lib.models.irv2 import Concat, Mixed, conv
+
+    torch.manual_seed(0)
+    old = Concat(conv(16, 8, 1), nn.Sequential(conv(16, 6, 1), conv(6, 4, 3, padding=1), conv(4, 5, 3, padding=1)),
+                 nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), conv(16, 3, 1)))
+    new = Mixed(16, [8, 6], [None, [conv(6, 4, 3, padding=1), conv(4, 5, 3, padding=1)]],
+                (nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), conv(16, 3, 1)),))
+    for m in old.modules():  # non-trivial BatchNorm state, so a misplaced channel shows
+        if isinstance(m, nn.BatchNorm2d):
+            for t in (m.weight, m.bias, m.running_mean):
+                t.data.uniform_(-1, 1)
+            m.running_var.data.uniform_(0.5, 2)
+    new.load_state_dict(old.state_dict())
+    x = torch.randn(4, 16, 9, 9)
+    for mode in ("eval", "train"):
+        getattr(old, mode)(), getattr(new, mode)()
+        with torch.no_grad():
+            torch.testing.assert_close(new(x), old(x), rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in old.parameters())

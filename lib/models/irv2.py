@@ -19,6 +19,10 @@ is about 13 GFLOPs per image (Block17 x 20 on 13x13x1088 maps is most of it), sl
 ``blocks=(a, b, c)`` and ``width`` (channel multiplier) make smaller variants for tests and
 CPU experiments; the defaults are the faithful model.
 
+For speed the leading 1x1 convolutions of a block's branches (which read the same input) run as
+one wider convolution whose output is split (`Mixed`): the same function and parameter count, with
+one read of the input and fewer, larger GPU kernels.
+
 Shapes at 128x128: stem 28x28x192 -> Mixed_5b 28x28x320 -> Mixed_6a 13x13x1088 ->
 Mixed_7a 6x6x2080 -> conv2d_7b 6x6x1536 -> flatten 55296 -> Linear 42.
 """
@@ -49,10 +53,50 @@ class Concat(nn.Module):
         return torch.cat([b(x) for b in self.branches], dim=1)
 
 
+class Mixed(nn.Module):
+    """Branches on the same input, concatenated on channels, whose leading 1x1 convolutions (each
+    Conv + BN + LeakyReLU) run as one wider 1x1 convolution, split after: the same function as
+    separate convolutions (BatchNorm and the activation act per channel), with one read of the
+    input and fewer, larger kernels. Branch i is heads[i] channels, then the layers tails[i] (None:
+    the 1x1 alone); `others` (pooling branches) follow, on the input. Checkpoints of the unfused layout
+    (a Concat of the branches, before 2026-11-26) load into it."""
+
+    def __init__(self, cin: int, heads: list[int], tails: list[list[nn.Module] | None],
+                 others: tuple[nn.Module, ...] = ()) -> None:
+        super().__init__()
+        self.split, self.lone = list(heads), [t is None for t in tails]
+        self.heads = conv(cin, sum(heads), 1)
+        self.tails = nn.ModuleList(nn.Identity() if t is None else nn.Sequential(*t) for t in tails)
+        self.others = nn.ModuleList(others)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = self.heads(x).split(self.split, dim=1)
+        return torch.cat([t(p) for t, p in zip(self.tails, parts)] + [o(x) for o in self.others], dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "branches."
+        if prefix + "heads.0.weight" not in state_dict and any(k.startswith(old) for k in state_dict):
+            n = len(self.split)
+            head = [f"{old}{i}." if self.lone[i] else f"{old}{i}.0." for i in range(n)]
+            for key in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
+                state_dict[prefix + "heads." + key] = torch.cat([state_dict.pop(h + key) for h in head])
+            state_dict[prefix + "heads.1.num_batches_tracked"] = state_dict.pop(head[0] + "1.num_batches_tracked")
+            for h in head[1:]:
+                state_dict.pop(h + "1.num_batches_tracked")
+            for k in [k for k in state_dict if k.startswith(old)]:
+                i, rest = k[len(old):].split(".", 1)
+                if int(i) >= n:
+                    state_dict[f"{prefix}others.{int(i) - n}.{rest}"] = state_dict.pop(k)
+                else:  # a tail layer: old branches.i.j -> tails.i.(j-1)
+                    j, rest = rest.split(".", 1)
+                    state_dict[f"{prefix}tails.{i}.{int(j) - 1}.{rest}"] = state_dict.pop(k)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class Residual(nn.Module):
     """x + scale * Conv1x1(Concat(branches)(x)), then LeakyReLU (none for the final Block8)."""
 
-    def __init__(self, branches: Concat, cmid: int, channels: int, scale: float, act: bool = True) -> None:
+    def __init__(self, branches: nn.Module, cmid: int, channels: int, scale: float, act: bool = True) -> None:
         super().__init__()
         self.mixed = branches
         self.up = nn.Conv2d(cmid, channels, 1)  # linear projection back to the trunk width
@@ -84,23 +128,20 @@ class IRV2(RegressionModel):
             conv(c(192), c(192), (3, 1), padding=(1, 0)),   # replaces maxpool_5a: 28
             conv(c(192), c(192), (3, 1), padding=(1, 0)),   # 28
         )
-        mixed_5b = Concat(
-            conv(c(192), c(96), 1),
-            nn.Sequential(conv(c(192), c(48), 1), conv(c(48), c(64), 5, padding=2)),
-            nn.Sequential(conv(c(192), c(64), 1), conv(c(64), c(96), 3, padding=1),
-                          conv(c(96), c(96), 3, padding=1)),
-            nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
-                          conv(c(192), c(64), 1)),
-        )
+        mixed_5b = Mixed(c(192), [c(96), c(48), c(64)], [
+            None,
+            [conv(c(48), c(64), 5, padding=2)],
+            [conv(c(64), c(96), 3, padding=1), conv(c(96), c(96), 3, padding=1)],
+        ], (nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                          conv(c(192), c(64), 1)),))
         ca = c(96) + c(64) + c(96) + c(64)  # 320
 
         def block35() -> Residual:
-            return Residual(Concat(
-                conv(ca, c(32), 1),
-                nn.Sequential(conv(ca, c(32), 1), conv(c(32), c(32), 3, padding=1)),
-                nn.Sequential(conv(ca, c(32), 1), conv(c(32), c(48), 3, padding=1),
-                              conv(c(48), c(64), 3, padding=1)),
-            ), c(32) + c(32) + c(64), ca, scale=0.17)
+            return Residual(Mixed(ca, [c(32), c(32), c(32)], [
+                None,
+                [conv(c(32), c(32), 3, padding=1)],
+                [conv(c(32), c(48), 3, padding=1), conv(c(48), c(64), 3, padding=1)],
+            ]), c(32) + c(32) + c(64), ca, scale=0.17)
 
         mixed_6a = Concat(
             conv(ca, c(384), 3, stride=2),
@@ -112,27 +153,23 @@ class IRV2(RegressionModel):
         p = kernel // 2
 
         def block17() -> Residual:
-            return Residual(Concat(
-                conv(cb, c(192), 1),
-                nn.Sequential(conv(cb, c(128), 1), conv(c(128), c(160), (1, kernel), padding=(0, p)),
-                              conv(c(160), c(192), (kernel, 1), padding=(p, 0))),
-            ), c(192) + c(192), cb, scale=0.10)
+            return Residual(Mixed(cb, [c(192), c(128)], [
+                None,
+                [conv(c(128), c(160), (1, kernel), padding=(0, p)), conv(c(160), c(192), (kernel, 1), padding=(p, 0))],
+            ]), c(192) + c(192), cb, scale=0.10)
 
-        mixed_7a = Concat(
-            nn.Sequential(conv(cb, c(256), 1), conv(c(256), c(384), 3, stride=2)),
-            nn.Sequential(conv(cb, c(256), 1), conv(c(256), c(288), 3, stride=2)),
-            nn.Sequential(conv(cb, c(256), 1), conv(c(256), c(288), 3, padding=1),
-                          conv(c(288), c(320), 3, stride=2)),
-            nn.MaxPool2d(3, stride=2),
-        )
+        mixed_7a = Mixed(cb, [c(256), c(256), c(256)], [
+            [conv(c(256), c(384), 3, stride=2)],
+            [conv(c(256), c(288), 3, stride=2)],
+            [conv(c(256), c(288), 3, padding=1), conv(c(288), c(320), 3, stride=2)],
+        ], (nn.MaxPool2d(3, stride=2),))
         cc = c(384) + c(288) + c(320) + cb  # 2080
 
         def block8(scale: float = 0.20, act: bool = True) -> Residual:
-            return Residual(Concat(
-                conv(cc, c(192), 1),
-                nn.Sequential(conv(cc, c(192), 1), conv(c(192), c(224), (1, 3), padding=(0, 1)),
-                              conv(c(224), c(256), (3, 1), padding=(1, 0))),
-            ), c(192) + c(256), cc, scale=scale, act=act)
+            return Residual(Mixed(cc, [c(192), c(192)], [
+                None,
+                [conv(c(192), c(224), (1, 3), padding=(0, 1)), conv(c(224), c(256), (3, 1), padding=(1, 0))],
+            ]), c(192) + c(256), cc, scale=scale, act=act)
 
         na, nb, nc = blocks
         trunk = nn.Sequential(
