@@ -60,8 +60,8 @@ def test_a_nan_found_later_is_named_at_its_step_and_nothing_is_saved(tiny_data, 
 
 @pytest.mark.parametrize("option, value, message", [
     ("check_every", 0, "--check-every: expected an integer >= 1, found 0"),
-    ("pixel_ops", "gpu", "--pixel-ops: expected one of \\['workers', 'device'\\], found 'gpu'"),
-    ("warp_on_device", True, "--warp-on-device: expected --pixel-ops device with it"),
+    ("pixel_ops", "gpu", "--pixel-ops: expected one of \\['workers', 'device', 'compiled'\\], found 'gpu'"),
+    ("warp_on_device", True, "--warp-on-device: expected --pixel-ops device or compiled with it"),
 ])
 def test_bad_loop_options(tiny_data, tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
