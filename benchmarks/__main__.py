@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", default="0,1,2", help="DataLoader worker counts, comma-separated")
         p.add_argument("--pipelines", default="none,paper,modern",
                        help="augmentation pipelines, comma-separated: none, paper, modern, modern-deferred, "
-                       "modern-context (the workers' share under --pixel-ops device, and with --warp-on-device)")
+                       "modern-context, modern-params (the workers' share under --pixel-ops device, with "
+                       "--warp-on-device, with --cache-on-device)")
         p.add_argument("--data-dir", default="auto")
     for p in (p_mo, p_one, p_all):
         p.add_argument("--batch", type=int, default=None, help="training batch (default 16 CPU, 256 GPU)")
@@ -90,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | compiled | auto (device on CUDA)")
     p_lo.add_argument("--warp-on-device", action="store_true", help="the workers send the 192 context; "
                       "the device warps it (with --pixel-ops device or compiled)")
+    p_lo.add_argument("--cache-on-device", action="store_true", help="the crop cache's images on the device; the "
+                      "workers send no image (with --warp-on-device)")
     p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
     p_lo.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graph on: "
                       "the compiled step captured in the graph)")
@@ -252,7 +255,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
                         a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device,
-                        lambda part: loop_section(part, echo=False), a.compile)
+                        lambda part: loop_section(part, echo=False), a.compile, a.cache_on_device)
         loop_section(df)
         return 0
     if a.cmd == "leaderboard":

@@ -5,22 +5,21 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile]   # default outputs/gpu_check, all
 #   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                  # the rehearsal: tiny sizes, runs on a CPU too
 #
-#   bench   (~6 min on one H100): the GPU tests, IRv2 alone (eager and compiled), the input alone,
-#           the training loop at batch 256 (pixel ops on the device, eager and compiled, warp in
-#           the workers or on the device) and at the report's batch 8 with a CUDA graph. Meanwhile the
-#           gpu profile's data renders in the background (niced, paused while the CPU-bound steps run,
-#           and left running in its own session when this part ends, so a `profile` call on the same
-#           machine finds it further on).
-#   profile (~7 min): `make run PROFILE=gpu`'s work without Jupyter: the gpu profile's data (the render
-#           is resumed or waited for), the modern model for the profile's minutes, predict and score;
-#           each phase timed, the learning curve printed.
+#   bench   (~6 min on one H100): the GPU tests; the training loop at the report's batch 8 with a
+#           CUDA graph, at batch 256 with the pixel ops on the device, and at batch 256 with the
+#           images held on the device too (--cache-on-device, compiled pixel ops); the input alone;
+#           IRv2 alone, eager and compiled (the compile last: it takes minutes).
+#   profile (~10 min: render ~4.5, data build ~1.5, training 3, predict): `make run PROFILE=gpu`'s
+#           work without Jupyter (the gpu profile's data, the modern model for the profile's
+#           minutes, predict and score), each phase timed, the learning curve in profile.log.
+#           GPU_CHECK_TRAIN_MIN and GPU_CHECK_TRAIN_ARGS change the training.
 #
 # For a GPU box where only torch, timm and the scientific stack are installed and nothing can be
 # downloaded: put wheels of the rest (albumentations==2.0.8, albucore, pydantic, pydantic-core,
 # annotated-types, typing-inspection, stringzilla, simsimd) in .whl/ (README, "GPU"); they are
 # installed into a temporary folder first. Each step has its own time limit; a failed step is logged
 # and the next one runs. Output (8 files at most): OUT_DIR/gpu_check.log (everything),
-# BENCHMARKS.gpu.md (bench sections), BENCHMARKS.loop_small.md, render.log, profile.log, curve.csv, log.csv.
+# BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), profile.log, curve.csv, log.csv.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-outputs/gpu_check}
@@ -30,7 +29,7 @@ mkdir -p "$OUT_DIR"
 LOG=$OUT_DIR/gpu_check.log
 MD=$OUT_DIR/BENCHMARKS.gpu.md
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 T0=$(date +%s)
 touch "$LOG"
 
@@ -46,11 +45,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     SMALL=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34; FAST_MODELS=hm_resnet18_64
     SMALL_MODELS=resnet34; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
-    COMPILE_S=20
+    COMPILE_S=10
 else
     SMALL=(4500 300); STEPS=20; BATCH_BIG=256; MODELS=hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2
     FAST_MODELS=hm_resnet18_64,hm_resnet18; SMALL_MODELS=resnet34,cpm,inception_v3,irv2; WORKERS=$(($(nproc) - 1))
-    INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-3}; BIG=irv2; COMPILE_S=75
+    INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-3}; BIG=irv2; COMPILE_S=150
 fi
 
 # 0. the packages the GPU box lacks, from carried wheels
@@ -61,7 +60,7 @@ if ! $PY -c "import albumentations" 2>/dev/null; then
     fi
     $PY -c "import albumentations" 2>>"$LOG" || { say "albumentations missing and no .whl/; see README (GPU)"; exit 2; }
 fi
-{ echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), part $PART";
+{ echo "part $PART; checkout $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (a device copy's .git can lag its files)";
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, timm, albumentations as A; print('torch', torch.__version__, 'timm', timm.__version__,
 'albumentations', A.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')";
@@ -72,60 +71,45 @@ else GRAPH=--no-cuda-graph; say "no CUDA: the CUDA graph rows and the GPU-only t
 
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}  # the benchmarks' small data set and the runs: kept out of OUT_DIR
 mkdir -p "$WORK"
-RENDER_PID_FILE=$WORK/render.pid  # the gpu profile's background render (its own session: a process group)
-
-render_running() { [ -f "$RENDER_PID_FILE" ] && kill -0 "$(cat "$RENDER_PID_FILE")" 2>/dev/null; }
-render_signal() { render_running && kill "-$1" -- "-$(cat "$RENDER_PID_FILE")" 2>/dev/null && say "render: $2"; }
-start_render() {  # the profile's data (lib.pipeline --only data: resumable), niced, in its own session
-    render_running && return
-    setsid nice -n 19 $PY -m lib.pipeline --profile "$PROFILE" --only data >>"$OUT_DIR/render.log" 2>&1 </dev/null &
-    echo $! >"$RENDER_PID_FILE"
-    say "render: the $PROFILE profile's data in the background (pid $!, log render.log)"
-}
 
 if [ "$PART" != profile ]; then
-    # 1. a small data set for the loop benchmarks, rendered beside the GPU-only tests
+    # 1. the GPU's own checks (nothing else running): graph step = eager step, a step never waits, pixel ops match
+    step 120 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
+        -o addopts="" -k cuda
+
+    # 2. a small data set for the loop benchmarks, rendered on all cores beside IRv2 alone (GPU-bound)
     DATA=$WORK/data
     ( $PY -m lib.synth --out "$DATA/rhd" --split training --images "${SMALL[0]}" --seed 0 --workers "$WORKERS" &&
       $PY -m lib.synth --out "$DATA/rhd" --split evaluation --images "${SMALL[1]}" --seed 1 --workers "$WORKERS" &&
       $PY -m lib.data build --rhd "$DATA/rhd" --out "$DATA" --overwrite && $PY -m lib.data cache "$DATA" ) \
         >"$WORK/small.log" 2>&1 &
     SMALL_PID=$!
-
-    # 2. the GPU's own checks: graph step = eager step, a step never waits, pixel ops (eager, compiled) match
-    step 90 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
-        -o addopts="" -k "cuda or not cuda and not compiled"
-    wait $SMALL_PID; say "small data: exit $? ($(tail -n 1 "$WORK/small.log"))"
-    start_render
-
-    # 3. the slowest model alone, eager and compiled (the others: in the loop rows' model-only column)
     step 45 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
-    step $((COMPILE_S + 20)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
-        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
+    wait $SMALL_PID; say "small data: exit $? ($(tail -n 1 "$WORK/small.log" | tr '\r' '\n' | tail -n 1))"
 
-    # 4. the CPU-bound steps, with the render paused: the input alone, then the loop
-    render_signal STOP "paused"
-    step 30 "input" $PY -m benchmarks input --workers "$WORKERS" --pipelines modern,modern-deferred,modern-context \
-        --n "$INPUT_N" --data-dir "$DATA" --out "$MD"
-    step 45 "loop batch $BATCH_BIG, pixel ops on the device" $PY -m benchmarks loop --models "$FAST_MODELS" \
-        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops device --data-dir "$DATA" --out "$MD"
-    step 120 "loop batch $BATCH_BIG, compiled pixel ops and warp on the device" $PY -m benchmarks loop \
-        --models "$MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled --warp-on-device \
-        --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
+    # 3. the loop: the report's batch 8 with a CUDA graph; batch 256 as the defaults run it; batch 256
+    #    with the images on the device and compiled pixel ops (the workers send parameters only)
     [ "$GRAPH" = --cuda-graph ] && step 75 "loop batch 8, CUDA graph" $PY -m benchmarks loop --models "$SMALL_MODELS" \
         --recipes paper --cuda-graph on --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
-    render_signal CONT "resumed"
+    step 45 "loop batch $BATCH_BIG, defaults" $PY -m benchmarks loop --models "$FAST_MODELS" \
+        --batch "$BATCH_BIG" --steps "$STEPS" --data-dir "$DATA" --out "$MD"
+    step 120 "loop batch $BATCH_BIG, images on the device" $PY -m benchmarks loop --models "$MODELS" \
+        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled --warp-on-device --cache-on-device \
+        --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
+
+    # 4. the input alone (the workers' share in each mode), then IRv2 compiled (minutes)
+    step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
+        --pipelines modern,modern-deferred,modern-context,modern-params --n "$INPUT_N" --data-dir "$DATA" --out "$MD"
     cat "$OUT_DIR/BENCHMARKS.loop_warp.md" >>"$MD" 2>/dev/null && rm -f "$OUT_DIR/BENCHMARKS.loop_warp.md"
+    step $((COMPILE_S + 20)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
+        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
     say "bench part done"
 fi
 
 if [ "$PART" != bench ]; then
     # 5. the gpu profile without Jupyter (notebook 07's calls): data, training, predict, each timed
     P0=$(date +%s) L0=$(($(wc -l <"$LOG") + 1))
-    render_signal CONT "resumed"  # a render from the bench part (this call or an earlier one): let it finish
-    while render_running; do sleep 2; done
     step 900 "profile data" $PY -m lib.pipeline --profile "$PROFILE" --only data
-    cat "$OUT_DIR/render.log" >>"$LOG" 2>/dev/null
     P1=$(date +%s)
     RUNS=$WORK/runs
     step $((${TRAIN_MIN%.*} * 60 + 120)) "profile train" $PY -m lib.train --model hm_resnet18_64 --recipe modern \
@@ -135,8 +119,7 @@ if [ "$PART" != bench ]; then
     step 60 "profile predict" $PY -m lib.predict --run "$RUNS/gpu_profile"
     P3=$(date +%s)
     cp "$RUNS/gpu_profile/curve.csv" "$RUNS/gpu_profile/log.csv" "$OUT_DIR/" 2>/dev/null
-    { echo "gpu profile ($PROFILE): data $((P1 - P0)) s (waiting for the background render included),"\
-           "training $((P2 - P1)) s, predict $((P3 - P2)) s, total $((P3 - P0)) s";
+    { echo "gpu profile ($PROFILE): data $((P1 - P0)) s (render, build), training $((P2 - P1)) s (the crop cache build included), predict $((P3 - P2)) s, total $((P3 - P0)) s";
       tail -n "+$L0" "$LOG" | tr '\r' '\n' | grep -E "gpu_profile|data:|kaggle_mse|epe|rror|\] profile" | tail -n 80; } >"$OUT_DIR/profile.log"
     say "$(head -n 1 "$OUT_DIR/profile.log")"
 fi

@@ -42,7 +42,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
                profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False,
-               progress=None, compile: bool = False) -> pd.DataFrame:
+               progress=None, compile: bool = False, cache_on_device: bool = False) -> pd.DataFrame:
     """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
     host syncs per step, and (breakdown) milliseconds per step in each phase; `progress(table so
     far)` after each row."""
@@ -65,12 +65,14 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     cfg = TrainConfig(model=model, recipe=recipe, data_dir=data_dir, device=device, batch_size=b,
                                       limit_train=b * steps, limit_val=64, epochs=1000, run="loop", out_dir=tmp,
                                       resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
-                                      warp_on_device=warp_on_device, profile=profile, compile=compile)
+                                      warp_on_device=warp_on_device, profile=profile, compile=compile,
+                                      cache_on_device=cache_on_device)
                     trainer = Trainer(cfg)
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
-                           "pixel ops": trainer.cfg.pixel_ops + (" + warp" if warp_on_device else ""),
+                           "pixel ops": trainer.cfg.pixel_ops + (" + warp" if warp_on_device else "")
+                           + (" + images on the device" if cache_on_device else ""),
                            "workers": trainer.cfg.workers,
                            "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
                            "loop / model": lean["steady_img_s"] / model_only[(model, b)],

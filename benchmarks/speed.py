@@ -27,8 +27,9 @@ TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 # what the workers do on CUDA: modern-deferred (--pixel-ops device) the geometry and the pixel-op draws,
-# modern-context (also --warp-on-device) only the draws, sending the 192 context
-PIPELINES = ("none", "paper", "modern", "modern-deferred", "modern-context")
+# modern-context (also --warp-on-device) only the draws, sending the 192 context; modern-params (also
+# --cache-on-device) the draws without reading or sending any image
+PIPELINES = ("none", "paper", "modern", "modern-deferred", "modern-context", "modern-params")
 
 
 class BenchmarkError(cli.UserError, RuntimeError):
@@ -58,10 +59,12 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     rows = []
     for name in pipelines:
         deferred = {"modern-deferred": {"defer_pixels": True},
-                    "modern-context": {"defer_pixels": True, "defer_warp": True}}
+                    "modern-context": {"defer_pixels": True, "defer_warp": True},
+                    "modern-params": {"defer_pixels": True, "defer_warp": True}}
         aug = (None if name == "none" else augment.build("modern", **deferred[name]) if name in deferred
                else augment.build(name))
-        ds = data.HandDataset(cache, idx, aug)
+        images = name != "modern-params"
+        ds = data.HandDataset(cache, idx, aug, images=images)
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
         m = min(n, 1000)
@@ -73,7 +76,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
         row = {"pipeline": name, "per core (crops/CPU-s)": m / (time.process_time() - c),
                "1 process, 1 thread (crops/s)": m / (time.perf_counter() - t)}
         for w in workers:
-            ds_w = data.HandDataset(cache, np.resize(idx, n), aug)
+            ds_w = data.HandDataset(cache, np.resize(idx, n), aug, images=images)
             dl = torch.utils.data.DataLoader(ds_w, batch_size=batch, shuffle=True, num_workers=w,
                                              pin_memory=torch.cuda.is_available(),
                                              worker_init_fn=data.worker_init if w else None,
@@ -83,7 +86,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
             next(it)  # worker start-up excluded
             t, count = time.perf_counter(), 0
             for b in it:
-                count += len(b["image"])
+                count += len(b["kp"])
             row[f"{w} workers (crops/s)"] = count / (time.perf_counter() - t)
             if w and w == max(workers):
                 row[f"{w} workers: s to 1st batch"] = t - t0

@@ -139,6 +139,7 @@ class TrainConfig:
     check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
     pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | compiled | auto (device on CUDA)
     warp_on_device: bool = False      # with pixel_ops device: the workers send the 192 context, the device warps it
+    cache_on_device: bool = False     # with warp_on_device: the crop cache's images on the device; the workers send no image
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)
 
@@ -201,6 +202,8 @@ class TrainConfig:
              "workers (device runs only the modern augmentation's pixel ops)", self.pixel_ops)
         need(not self.warp_on_device or self.pixel_ops in ("device", "compiled"), "warp_on_device",
              "--pixel-ops device or compiled with it (the warp runs with the pixel ops)", self.warp_on_device)
+        need(not self.cache_on_device or self.warp_on_device, "cache_on_device",
+             "--warp-on-device with it (the images are warped where they are held)", self.cache_on_device)
         for name, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("constant", "cosine")),
                               ("pixel_ops", ("workers", "device", "compiled")),
                               ("sampler", ("shuffle", "window")), ("augment", ("none", "paper", "modern"))):

@@ -78,10 +78,15 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, progress: float
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
-def to_input(batch: dict, device: str, channels_last: bool, compiled: bool = False) -> torch.Tensor:
+def to_input(batch: dict, device: str, channels_last: bool, compiled: bool = False,
+             images: data.DeviceImages | None = None) -> torch.Tensor:
     """The uint8 image batch as float input on the device, after its deferred pixel ops if it has
-    them (`--pixel-ops device`: lib.augment.apply_pixels on the device; `compiled`: through torch.compile)."""
-    x = batch["image"].to(device, non_blocking=True)
+    them (`--pixel-ops device`: lib.augment.apply_pixels on the device; `compiled`: through torch.compile).
+    A batch without images (`--cache-on-device`) takes them from `images` by index."""
+    if "image" in batch:
+        x = batch["image"].to(device, non_blocking=True)
+    else:
+        x = images.batch(batch["index"].to(device, non_blocking=True), batch["exact"].to(device, non_blocking=True))
     if "pixel" not in batch:
         x = x.float()
     else:  # the noise seed is read on the host, from the batch before it moves
@@ -292,7 +297,9 @@ class Trainer:
             train_idx, self.val_idx = split_indices(files, cache, cfg)
         self.labels = labels_fingerprint(cache.kp, cache.vis)
         deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixel_ops in ("device", "compiled") else {}
-        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed)
+        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed,
+                                         images=not cfg.cache_on_device)
+        self.images = data.DeviceImages(cache, self.device) if cfg.cache_on_device else None
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
         if cfg.augment != "none" and cfg.augment_ramp > 0:  # weak early, strong late: exact crops first
@@ -394,7 +401,7 @@ class Trainer:
         (one host synchronisation) every check_every steps and at the end of an epoch."""
         cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
         mark("waiting for data")
-        x = to_input(batch, self.device, cfg.channels_last, cfg.pixel_ops == "compiled")
+        x = to_input(batch, self.device, cfg.channels_last, cfg.pixel_ops == "compiled", self.images)
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
         mark("to device + pixel ops")

@@ -169,6 +169,27 @@ def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
     assert "--cuda-graph: expected comma-separated names from off, on" in capsys.readouterr().err
 
 
+def test_cache_on_device_gives_the_same_inputs(tiny_data, tmp_path):
+    """--cache-on-device: the workers send no image and the batch side gathers the images by index;
+    the training inputs equal --warp-on-device's, augmented and exact crops (the ramp) alike."""
+    xs = []
+    for on in (False, True):
+        trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path / str(on), batch_size=8, pixel_ops="device",
+                                                    warp_on_device=True, cache_on_device=on)))
+        trainer.batches.aug_share = lambda step: 0.5
+        trainer.batches.set_epoch(0)
+        batch = next(iter(trainer.train_loader))
+        assert ("image" in batch) != on and (not on or 0 < int(batch["exact"].sum()) < 8)
+        xs.append(train.to_input(batch, "cpu", False, images=trainer.images))
+    assert xs[0].shape == (8, 3, 128, 128)
+    torch.testing.assert_close(xs[0], xs[1], rtol=0, atol=0)
+
+
+def test_cache_on_device_needs_the_warp_on_device(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="--cache-on-device: expected --warp-on-device with it"):
+        train.fit(**small(tiny_data, tmp_path, pixel_ops="device", cache_on_device=True))
+
+
 # ------------------------------------------------------------------- CUDA only (gpu_check.sh)
 
 def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
@@ -204,10 +225,13 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
 
 
 @cuda
-@pytest.mark.parametrize("graph, warp", [(False, False), (True, False), (False, True)])
-def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp):
-    """Steps (pixel ops, and the warp, on the device, bf16, clipping, fused AdamW, EMA) under sync debug mode "error"."""
-    trainer = _trainer(tiny_data, tmp_path, cuda_graph=graph, pixel_ops="device", warp_on_device=warp)
+@pytest.mark.parametrize("graph, warp, cache", [(False, False, False), (True, False, False), (False, True, False),
+                                                (True, True, True)])
+def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp, cache):
+    """Steps (pixel ops, and the warp, on the device, the images gathered there, bf16, clipping,
+    fused AdamW, EMA) under sync debug mode "error"."""
+    trainer = _trainer(tiny_data, tmp_path, cuda_graph=graph, pixel_ops="device", warp_on_device=warp,
+                       cache_on_device=cache)
     net = trainer._wrap()
     batches = iter(trainer.train_loader)
     trainer._step(net, next(batches), 1e-3)  # the first step captures the graph (which synchronises)
