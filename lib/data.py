@@ -20,7 +20,7 @@ import pickle
 import shutil
 import sys
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -358,16 +358,22 @@ class TrainingFile(_H5Reader):
 
     def image_ids(self) -> np.ndarray:
         """Source-image id per entry: consecutive entries with identical pixels share an image."""
-        ids = np.zeros(len(self), dtype=np.int64)
-        prev = None
-        for start in range(0, len(self), 256):
-            block = self.read(slice(start, start + 256))
-            for k, img in enumerate(block):
-                digest = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
-                i = start + k
-                ids[i] = ids[i - 1] if digest == prev else i
-                prev = digest
-        return ids
+        return image_ids([pixel_digest(img) for start in range(0, len(self), 256)
+                          for img in self.read(slice(start, start + 256))])
+
+
+def pixel_digest(img: np.ndarray) -> bytes:
+    return hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+
+
+def image_ids(digests: list[bytes]) -> np.ndarray:
+    """Source-image id per entry from the entries' pixel digests: consecutive entries with identical
+    pixels (one image, several hands) share the first one's index."""
+    ids = np.arange(len(digests), dtype=np.int64)
+    for i in range(1, len(digests)):
+        if digests[i] == digests[i - 1]:
+            ids[i] = ids[i - 1]
+    return ids
 
 
 class TestingFile(_H5Reader):
@@ -759,25 +765,31 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
         tmp = root / f".{key}.{os.getpid()}.tmp"  # this process's: another may build the same cache now
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        crop = np.memmap(tmp / "crop.u8", np.uint8, "w+", shape=(n, CROP_SIZE, CROP_SIZE, 3))
-        ctx = np.memmap(tmp / "ctx.u8", np.uint8, "w+", shape=(n, CTX_SIZE, CTX_SIZE, 3))
+        for name, side in (("crop.u8", CROP_SIZE), ("ctx.u8", CTX_SIZE)):
+            np.memmap(tmp / name, np.uint8, "w+", shape=(n, side, side, 3)).flush()
         kp = np.zeros((n, NUM_JOINTS, 2), np.float32)
         ctx_kp = np.zeros_like(kp)
         scale = np.zeros(n, np.float32)
+        digests: list = [None] * n
+        # processes over contiguous shares of the file (each with one OpenCV thread); one for small files
+        procs = max(1, min(os.cpu_count() or 1, n // CACHE_HANDS_PER_PROCESS))
+        shares = [(training, tf.channel_order, tmp, n, a, min(n, a + -(-n // procs))) for a in range(0, n, -(-n // procs))]
         bar = tqdm(total=n, desc=f"crop cache {training.name}", unit="hand", leave=False)
-        for start in range(0, n, 256):  # (a thread pool here measured slower: OpenCV's warps use the cores already)
-            block = tf.images(slice(start, min(n, start + 256)))
-            bar.update(len(block))
-            for k, img in enumerate(block):
-                i = start + k
-                crop[i], kp[i] = competition_crop(img, tf.kp[i])
-                ctx[i], ctx_kp[i], scale[i] = context_crop(img, tf.kp[i])
+        if procs == 1:
+            done = map(_cache_share, shares)
+        else:
+            pool = ProcessPoolExecutor(procs)
+            done = (f.result() for f in as_completed([pool.submit(_cache_share, s) for s in shares]))
+        try:
+            for a, kp_a, ctx_kp_a, scale_a, digests_a in done:
+                b = a + len(kp_a)
+                kp[a:b], ctx_kp[a:b], scale[a:b], digests[a:b] = kp_a, ctx_kp_a, scale_a, digests_a
+                bar.update(b - a)
+        finally:
+            if procs > 1:
+                pool.shutdown(cancel_futures=True)
         bar.close()
-        crop.flush()
-        ctx.flush()
-        del crop, ctx
-        ids = tf.image_ids()[:n]
-        np.savez(tmp / "meta.npz", kp=kp, ctx_kp=ctx_kp, scale=scale, vis=tf.vis[:n], image_ids=ids)
+        np.savez(tmp / "meta.npz", kp=kp, ctx_kp=ctx_kp, scale=scale, vis=tf.vis[:n], image_ids=image_ids(digests))
         io.write_json(tmp / "info.json", {"source": source, "n": n, "channel_order": tf.channel_order,
                                           "channel_reason": tf.channel_reason, "version": CACHE_VERSION})
     if (final / "info.json").exists():  # another process finished the same cache first: use it
@@ -786,6 +798,31 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
     shutil.rmtree(final, ignore_errors=True)  # a partial left by a killed rename
     os.replace(tmp, final)
     return CropCache(final)
+
+
+CACHE_HANDS_PER_PROCESS = 2048  # build_cache starts a process per this many hands (up to one per core)
+
+
+def _cache_share(share: tuple) -> tuple:
+    """build_cache's work on hands [a, b) of a training.h5: their crops and contexts into the
+    cache's memmaps, and (a, kp, ctx_kp, scale, pixel digests) back."""
+    training, channel_order, tmp, n, a, b = share
+    cv2.setNumThreads(1)
+    crop = np.memmap(tmp / "crop.u8", np.uint8, "r+", shape=(n, CROP_SIZE, CROP_SIZE, 3))
+    ctx = np.memmap(tmp / "ctx.u8", np.uint8, "r+", shape=(n, CTX_SIZE, CTX_SIZE, 3))
+    kp = np.zeros((b - a, NUM_JOINTS, 2), np.float32)
+    ctx_kp = np.zeros_like(kp)
+    scale = np.zeros(b - a, np.float32)
+    digests = []
+    with TrainingFile(training, channel_order, verbose=False) as tf:
+        for start in range(a, b, 256):
+            for i, img in enumerate(tf.images(slice(start, min(b, start + 256))), start):
+                crop[i], kp[i - a] = competition_crop(img, tf.kp[i])
+                ctx[i], ctx_kp[i - a], scale[i - a] = context_crop(img, tf.kp[i])
+                digests.append(pixel_digest(img))
+    crop.flush()
+    ctx.flush()
+    return a, kp, ctx_kp, scale, digests
 
 
 def _sweep_dead_builds(root: Path, key: str) -> None:

@@ -262,6 +262,19 @@ def test_split_never_leaks_an_image(tmp_path):
     assert 0.4 < len(np.unique(ids[other])) / 500 < 0.6
 
 
+def test_cache_built_by_processes_equals_one_process(built, tmp_path, monkeypatch):
+    """build_cache splits a big file over processes (a share each); the cache is byte for byte the
+    one a single process builds, image ids included."""
+    _, out, _ = built
+    one = data.build_cache(out / "training.h5", tmp_path / "one")
+    monkeypatch.setattr(data, "CACHE_HANDS_PER_PROCESS", 3)  # 8 hands: 2 processes on 2 cores
+    many = data.build_cache(out / "training.h5", tmp_path / "many")
+    for name in ("crop.u8", "ctx.u8"):
+        assert (one.dir / name).read_bytes() == (many.dir / name).read_bytes()
+    for name in ("kp", "ctx_kp", "scale", "vis", "image_ids"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(many, name))
+
+
 def test_cache_build_reuse_and_rebuild(built, tmp_path):
     _, out, _ = built
     cache = data.build_cache(out / "training.h5", tmp_path / "cache")
