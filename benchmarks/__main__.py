@@ -250,7 +250,7 @@ def _main(argv: list[str] | None = None) -> int:
                     "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
                     "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); loop img/s "
                     "from the epoch's first batch on (epoch start apart); model-only = `models` on random crops at "
-                    "the same batch; host syncs / step = the loop's reads of the device; (ms) columns = a further "
+                    "the same batch (eager, also for --compile rows); host syncs / step = the loop's reads of the device; (ms) columns = a further "
                     "epoch with the device synchronised at each phase end", a.out, echo)
 
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,

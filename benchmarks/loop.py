@@ -58,7 +58,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
         for recipe in recipes:
             b = batch or RECIPES[recipe]["batch_size"]
             if (model, b) not in model_only:
-                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device, compile=compile)["train img/s"]
+                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)["train img/s"]  # eager
             for graph in graphs:
                 print(f"loop: {model} {recipe} batch {b}{' cuda graph' if graph else ''} ...", flush=True)
                 with tempfile.TemporaryDirectory() as tmp:
