@@ -109,7 +109,7 @@ def forward_flops(model: torch.nn.Module, img: int = CROP_SIZE) -> float:
 def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "auto", amp: str = "auto",
                     channels_last: bool = True, compile: bool = False, infer_batch: int = 512) -> dict:
     """Train and inference throughput of one registered model on random crops (this process)."""
-    from lib.models import create_model
+    from lib.models import compile_model, create_model
 
     device = resolve_device(device)
     amp = resolve_amp(amp, device)
@@ -121,7 +121,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile else model
+    net = compile_model(model) if compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as lib.train's
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = (torch.rand(batch, 3, CROP_SIZE, CROP_SIZE, device=device) * 255).contiguous(memory_format=fmt)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from lib import augment, cli, data, metrics, paths
 from lib.config import TrainConfig, autocast, ensure_data, resolve_device, resolve_profile
-from lib.models import create_model
+from lib.models import compile_model, create_model
 from lib.runs import Run, labels_fingerprint
 from lib.samplers import EpochBatches
 
@@ -563,7 +563,7 @@ class Trainer:
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[int(self.device.split(":")[1])] if self.device.startswith("cuda") else None)
-        return torch.compile(net) if self.cfg.compile else net
+        return compile_model(net) if self.cfg.compile else net
 
     def _epoch(self, net: torch.nn.Module, epoch: int, elapsed: float) -> tuple[str, int, float]:
         """The training steps of one epoch; returns (why it stopped early: "" | "schedule" | "budget",

@@ -236,3 +236,24 @@ def test_irv2_fused_heads_equal_separate_branches_and_load_old_checkpoints():
         with torch.no_grad():
             torch.testing.assert_close(new(x), old(x), rtol=1e-4, atol=1e-5)
     assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in old.parameters())
+
+
+@pytest.mark.slow  # compiles (~30 s on a CPU)
+def test_compile_model_compiles_irv2_block_by_block():
+    """compile_model: irv2's repeated blocks compiled in place (the same object, the same state-dict
+    keys), giving the eager model's output and gradients."""
+    from lib.models import compile_model
+
+    torch.manual_seed(0)
+    eager = create_model("irv2", blocks=(2, 1, 1), width=0.25)
+    model = create_model("irv2", blocks=(2, 1, 1), width=0.25)
+    model.load_state_dict(eager.state_dict())
+    keys = list(model.state_dict())
+    assert compile_model(model) is model and list(model.state_dict()) == keys
+    x = torch.rand(2, 3, 128, 128) * 255
+    outs = [m(x)["kp"] for m in (eager, model)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-3, atol=1e-3)
+    for out in outs:
+        out.sum().backward()
+    grads = [torch.cat([p.grad.reshape(-1) for p in m.parameters()]) for m in (eager, model)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-2, atol=1e-2)

