@@ -126,4 +126,7 @@ if [ "$PART" != bench ]; then
       tail -n "+$L0" "$LOG" | tr '\r' '\n' | grep -E "gpu_profile|data:|kaggle_mse|epe|rror|\] profile" | tail -n 80; } >"$OUT_DIR/profile.log"
     say "$(head -n 1 "$OUT_DIR/profile.log")"
 fi
+# the headline lines last, so the end of the output (all a short remote call may return) has them
+{ echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"" \
+    | cut -c1-160 | tail -n 40; head -n 1 "$OUT_DIR/profile.log" 2>/dev/null; } | tee -a "$LOG"
 say "done in $(($(date +%s) - T0)) s"
