@@ -143,6 +143,11 @@ class TrainConfig:
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)
 
+    @property
+    def pixels_on_device(self) -> bool:
+        """The modern augmentation's pixel ops run on the batch side (--pixel-ops device or compiled)."""
+        return self.pixel_ops in ("device", "compiled")
+
     def resolved(self) -> "TrainConfig":
         """A copy with every None and auto filled from the recipe, the profile and the device."""
         from lib.models import list_models
@@ -200,7 +205,7 @@ class TrainConfig:
              self.augment_ramp)
         need(self.pixel_ops == "workers" or self.augment == "modern", "pixel_ops",
              "workers (device runs only the modern augmentation's pixel ops)", self.pixel_ops)
-        need(not self.warp_on_device or self.pixel_ops in ("device", "compiled"), "warp_on_device",
+        need(not self.warp_on_device or self.pixels_on_device, "warp_on_device",
              "--pixel-ops device or compiled with it (the warp runs with the pixel ops)", self.warp_on_device)
         need(not self.cache_on_device or self.warp_on_device, "cache_on_device",
              "--warp-on-device with it (the images are warped where they are held)", self.cache_on_device)

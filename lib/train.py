@@ -296,7 +296,7 @@ class Trainer:
             cache = data.build_cache(files.training)
             train_idx, self.val_idx = split_indices(files, cache, cfg)
         self.labels = labels_fingerprint(cache.kp, cache.vis)
-        deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixel_ops in ("device", "compiled") else {}
+        deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixels_on_device else {}
         self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed,
                                          images=not cfg.cache_on_device)
         self.images = data.DeviceImages(cache, self.device) if cfg.cache_on_device else None

@@ -94,7 +94,8 @@ class Mixed(nn.Module):
 
 
 class Residual(nn.Module):
-    """x + scale * Conv1x1(Concat(branches)(x)), then LeakyReLU (none for the final Block8)."""
+    """x + scale * Conv1x1(branches(x)), then LeakyReLU (none for the final Block8); `branches`
+    concatenates its branches' outputs (a Mixed)."""
 
     def __init__(self, branches: nn.Module, cmid: int, channels: int, scale: float, act: bool = True) -> None:
         super().__init__()
