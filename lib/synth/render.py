@@ -263,14 +263,15 @@ class Light:
     fill_direction: np.ndarray
     fill: float
     wrap: float = 0.3
-    contact_shadow: float = 0.45
 
 
 def shade(cv: Canvas, light: Light) -> np.ndarray:
     """Lit RGB (H,W,3) float32 in 0..1 for the covered pixels (zeros elsewhere).
 
     Wrapped diffuse key light, a fill light, sky-like ambient, Blinn-Phong highlight per shading
-    class, contact shadows and a soft darkening towards silhouettes.
+    class and a soft darkening towards silhouettes. There are no contact shadows: a screen-space
+    one drew dark bands between fingers, and a real-photo hand model read the hands worse with it
+    (PCK 0.76 -> 0.79 on the realism meter without it).
     """
     out = np.zeros((cv.h, cv.w, 3), np.float32)
     fi = cv.index[np.isfinite(cv.depth)]
@@ -296,46 +297,9 @@ def shade(cv: Canvas, light: Light) -> np.ndarray:
     ks, shin = table[cls, 0], table[cls, 1]
     spec = ks * ndh ** shin * (ndl > 0)
     ndv = np.clip((n * v).sum(axis=1), 0.0, 1.0)
-    ao = (f32(1.0) - f32(light.contact_shadow) * contact_occlusion(cv).reshape(-1)[fi].astype(f32))
-    ao *= f32(SILHOUETTE_DARK[0]) + f32(SILHOUETTE_DARK[1]) * np.sqrt(ndv)  # soft darkening towards silhouettes
+    ao = f32(SILHOUETTE_DARK[0]) + f32(SILHOUETTE_DARK[1]) * np.sqrt(ndv)  # soft darkening towards silhouettes
     col = light.color.astype(f32)
     lit = alb * ((amb * ao)[:, None] * light.ambient_color.astype(f32) + ((diff + fill) * ao)[:, None] * col)
     lit += spec[:, None] * col
     out.reshape(-1, 3)[fi] = lit
-    return out
-
-
-def contact_occlusion(cv: Canvas, reach: int = 7) -> np.ndarray:
-    """(H,W) 0..1: hand pixels lying just behind a nearby, nearer surface of another finger, the
-    palm, the other hand or an object (screen-space contact shadow; a finger curling towards the
-    camera does not darken itself)."""
-    out = np.zeros((cv.h, cv.w), np.float64)
-    hand = cv.label >= 2
-    if not hand.any():
-        return out
-    ys, xs = np.nonzero(hand)
-    y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, cv.h)
-    x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, cv.w)
-    lab = cv.label[y0:y1, x0:x1].astype(np.int32)
-    d = np.where(np.isfinite(cv.depth[y0:y1, x0:x1]), cv.depth[y0:y1, x0:x1], 1e3).astype(np.float32)
-    grp = np.zeros_like(lab)
-    h = lab >= 2
-    grp[h] = 1 + ((lab[h] - 2) // 16) * 6 + np.minimum(((lab[h] - 2) % 16) // 3, 5)
-    own = cv.owner[y0:y1, x0:x1].astype(np.int32)
-    arm = (lab == 1) & (own > 0)  # a hand's own forearm counts as its palm: no shadow ring at the wrist
-    grp[arm] = (own[arm] - 1) * 6 + 6
-    kernel = np.ones((reach, reach), np.uint8)
-    m1 = np.full(d.shape, np.float32(1e3))
-    m2 = m1.copy()
-    a1 = np.full(d.shape, -1, np.int32)
-    for g in np.unique(grp):
-        e = cv2.erode(np.where(grp == g, d, np.float32(1e3)), kernel)
-        better = e < m1
-        m2 = np.where(better, m1, np.minimum(m2, e))
-        a1 = np.where(better, g, a1)
-        m1 = np.minimum(m1, e)
-    other = np.where(a1 == grp, m2, m1)
-    gap = (d - other).astype(np.float64)
-    occ = np.clip(gap / 0.012, 0.0, 1.0) * np.clip(1.0 - (gap - 0.04) / 0.08, 0.0, 1.0)
-    out[y0:y1, x0:x1] = np.where(h, occ, 0.0)
     return out

@@ -1,4 +1,4 @@
-"""Scenes: an RHD-like camera, one or two posed hands with forearms, people and occluders,
+"""Scenes: an RHD-like camera, one or two posed hands with forearms and people,
 lighting, backgrounds and camera effects; `render_image` turns a seed into one sample.
 
 A scene is sampled first (geometry, skin, placement: `sample_scene`) and drawn afterwards with
@@ -20,7 +20,7 @@ from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, r
 from . import skin
 from .render import NEAR, Canvas, Light, Surface, shade
 
-RENDERER_VERSION = 2             # bump when the pictures change: rendered data of another version is redone
+RENDERER_VERSION = 3             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (25.0, 200.0)       # hand bounding box (longest side of its keypoints), pixels
@@ -28,7 +28,6 @@ TWO_HANDS_P = 0.45
 OVERLAP_P = 0.15                 # a second hand overlaps the first (interacting hands)
 SEPARATE_TRIES = 8               # otherwise up to this many placements are tried for one apart from it
 BODY_P = 0.55                    # a person-like body behind the hands
-OCCLUDER_P = 0.12                # objects between the camera and a hand
 HELD_OBJECT_P = 0.3              # an object in a grasping hand
 FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the image
 OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
@@ -36,9 +35,9 @@ DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
 END_ON = 0.6                     # |z| of the palm's long axis beyond which a view counts as end-on
 END_ON_P = 0.15                  # ... and such a view is kept with this probability
-BLUR_RANGE = (0.2, 0.5)          # camera: Gaussian blur sigma (px), also the anti-aliasing of edges
+BLUR_RANGE = (0.05, 0.3)         # camera: Gaussian blur sigma (px), at most a slight softening: RHD is sharp
 MOTION_BLUR_P = 0.1
-NOISE_RANGE = (0.3, 2.5)         # sensor noise strength
+NOISE_RANGE = (0.2, 1.0)         # sensor noise strength
 GAIN_RANGE = (0.6, 1.25)         # exposure
 GAMMA_RANGE = (0.85, 1.2)
 SIDES = ("left", "right")
@@ -50,6 +49,7 @@ BACKGROUND_ID, PERSON_ID = 0, 1
 LEFT_IDS = range(2, 18)
 RIGHT_IDS = range(18, 34)
 
+SKIN_SATURATION = 1.3             # chroma of the skin tones, scaled about their grey: photographed skin is warmer
 SKIN_TONES = np.array([
     [0.97, 0.82, 0.72], [0.94, 0.76, 0.63], [0.88, 0.68, 0.54], [0.80, 0.59, 0.43],
     [0.68, 0.47, 0.32], [0.55, 0.36, 0.23], [0.42, 0.27, 0.17], [0.30, 0.19, 0.12],
@@ -123,7 +123,7 @@ class SceneHand:
 
 @dataclass
 class Extra:
-    """A non-hand solid (body, occluder): a Prim in camera coordinates and how it looks."""
+    """A non-hand solid (body, arm): a Prim in camera coordinates and how it looks."""
     prim: Prim
     color: np.ndarray | None = None
     shade: str = "matte"
@@ -230,6 +230,8 @@ def _skin(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     back = np.clip(back * rng.uniform(0.93, 1.07, 3) * rng.uniform(0.9, 1.1), 0, 1)
     palm_target = np.array([0.92, 0.72, 0.62])
     palm = back + (palm_target - back) * (0.3 + 0.35 * x / (len(SKIN_TONES) - 1))
+    warmer = lambda c: np.clip(c.mean() + (c - c.mean()) * SKIN_SATURATION, 0, 1)  # noqa: E731
+    back, palm = warmer(back), warmer(palm)
     return back, palm
 
 
@@ -260,7 +262,7 @@ def _hand_box(hand: SceneHand, K: np.ndarray) -> tuple[np.ndarray, float, float]
 
 
 def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
-    """Random camera, hands (pose, shape, orientation, placement), bodies and occluders."""
+    """Random camera, hands (pose, shape, orientation, placement), bodies and arms."""
     K = camera_matrix(float(rng.uniform(*FOCAL_RANGE)), size)
     shape = sample_shape(rng)
     skin = _skin(rng)
@@ -307,8 +309,6 @@ def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
         _add_body(rng, scene, present)
     for h in present:
         _add_upper_arm(rng, scene, h)
-    if rng.random() < OCCLUDER_P:
-        _add_occluders(rng, scene, present)
     return scene
 
 
@@ -365,28 +365,6 @@ def _add_upper_arm(rng: np.random.Generator, scene: Scene, hand: SceneHand) -> N
     look = dict(color=hand.skin, shade="skin") if hand.sleeve is None else dict(shade="cloth")
     scene.extras.append(Extra(Prim("cone", elbow, shoulder, 0.031 * sc, 0.04 * sc, part=-1,
                                    material="sleeve_of_" + hand.side), **look))
-
-
-def _add_occluders(rng: np.random.Generator, scene: Scene, present: list[SceneHand]) -> None:
-    """1-2 objects between the camera and a hand: balls, eggs, sticks."""
-    for _ in range(int(rng.integers(1, 3))):
-        hand = present[int(rng.integers(len(present)))]
-        c_uv, s_px, zmin = _hand_box(hand, scene.K)
-        z = max(zmin * rng.uniform(0.4, 0.92), 0.08)
-        c = _backproject(c_uv + rng.normal(0, 0.5 * s_px, 2), z, scene.K)
-        r = rng.uniform(0.1, 0.4) * s_px * z / scene.K[0, 0]
-        kind = rng.integers(3)
-        look = _look(rng, scene, 0.3)
-        if kind == 0:
-            prim = Prim("ell", c, np.eye(3) * r, part=-1)
-        elif kind == 1:
-            prim = Prim("ell", c, random_rotation(rng) @ np.diag(rng.uniform(0.4, 1.3, 3)) * r, part=-1)
-        else:
-            d = rng.normal(size=3)
-            d *= rng.uniform(2, 6) * r / np.linalg.norm(d)
-            rr = r * rng.uniform(0.25, 0.5)
-            prim = Prim("cone", c - d, c + d, rr, rr * rng.uniform(0.7, 1.3), part=-1)
-        scene.extras.append(Extra(prim, **look))
 
 
 # ---------------------------------------------------------------- drawing
@@ -497,10 +475,10 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray
 def _sample_light(rng: np.random.Generator) -> Light:
     d = rng.normal(size=3) + np.array([0.0, -0.6, -1.3])
     tint = np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2)
-    return Light(direction=d, color=tint * rng.uniform(0.65, 1.0), ambient=rng.uniform(0.25, 0.5),
+    return Light(direction=d, color=tint * rng.uniform(0.65, 1.0), ambient=rng.uniform(0.4, 0.65),
                  ambient_color=np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2),
                  fill_direction=rng.normal(size=3) + np.array([0, 0, -1.0]), fill=rng.uniform(0.0, 0.25),
-                 wrap=rng.uniform(0.1, 0.5))
+                 wrap=rng.uniform(0.4, 0.8))
 
 
 def _camera_effects(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
