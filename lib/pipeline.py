@@ -57,6 +57,18 @@ def select_steps(profile: str, only: list[str] | None = None, skip: list[str] | 
     return selected
 
 
+def set_aside_stale_runs(data_dir: Path, runs_dir: Path | None = None) -> None:
+    """Runs trained on data_dir before its hands changed (e.g. a new renderer re-rendered the synthetic
+    default) would stop their resumed notebook with an error: they are kept under outputs/runs/stale/
+    and trained again, with one line each."""
+    from lib import data
+    from lib.runs import labels_fingerprint, set_aside_stale
+    cache = data.build_cache(data.find_data(data_dir).training)  # the cache the training notebooks read
+    for run, dest in set_aside_stale(data_dir, labels_fingerprint(cache.kp, cache.vis), runs_dir):
+        print(f"{run.name}: trained on other hands than {data_dir} holds now; kept as {dest}, trained again",
+              flush=True)
+
+
 def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | None = None,
         data_dir: str = "auto") -> pd.DataFrame:
     """Data, then the selected notebooks in order; returns the timing table."""
@@ -71,6 +83,8 @@ def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | 
         print(f"\n=== {step} (profile {profile}) ===", flush=True)
         if step == "data" or resolved is None:
             resolved = ensure_data(data_dir, profile)
+            if any(s in TRAINING_NOTEBOOKS for s in selected):
+                set_aside_stale_runs(resolved)
         if step != "data":
             run_notebook(step, {"profile": profile, "data_dir": str(resolved)})
         timings.append({"step": step, "seconds": round(time.perf_counter() - t, 1)})

@@ -21,7 +21,9 @@ Layout (train writes the first five, predict the rest, viz the pictures):
     .lock            held (flock) by the process training or predicting in the run, with its pid
 
 Every write is atomic (lib.io). A fresh start of a run name removes every file of the old run;
-predictions count only while val_metrics.json names the best.pt they were made with.
+predictions count only while val_metrics.json names the best.pt they were made with. Runs of a
+data directory whose hands have since changed (a new render, other files) are kept whole under
+outputs/runs/stale/ by `set_aside_stale` (make run does this before training again).
 
 A checkpoint is a dict with "model", "ema" (None without EMA),
 "config" and, in last.pt, "optimizer", "scaler", "torch_rng", "state"; `checkpoint_weights` is the
@@ -300,3 +302,37 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:
     """Every run directory (one with a config.json) under runs_dir (default outputs/runs), by name."""
     root = Path(runs_dir or paths.runs())
     return [Run(d) for d in sorted(root.glob("*/")) if (d / "config.json").exists()]
+
+
+STALE = "stale"  # outputs/runs/stale/: runs of data that has changed since, kept whole
+
+
+def set_aside_stale(data_dir: str | os.PathLike, labels: str,
+                    runs_dir: str | os.PathLike | None = None) -> list[tuple[Run, Path]]:
+    """Move every run trained on data_dir while it held other hands (its config's labels fingerprint
+    is not `labels`) to <runs_dir>/stale/<name>-<its labels>/, whole: no file is lost, and a run of
+    that name starts afresh on the data of now. A run in use by another process stays where it is.
+    Returns (run, new directory) per run moved."""
+    root = Path(data_dir).resolve()
+    moved = []
+    for run in list_runs(runs_dir):
+        try:
+            cfg = run.config()
+        except (OSError, ValueError):
+            continue  # unreadable: left to the trainer, which names the file
+        was = cfg.get("labels")
+        if not was or was == labels or Path(str(cfg.get("data_dir", ""))).resolve() != root:
+            continue
+        dest = run.dir.parent / STALE / f"{run.name}-{str(was).replace(':', '-')}"
+        for k in range(2, 1000):
+            if not dest.exists():
+                break
+            dest = dest.with_name(f"{run.name}-{str(was).replace(':', '-')}-{k}")
+        try:
+            with run.lock("being set aside as stale"):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(run.dir, dest)
+        except RunInUse:
+            continue
+        moved.append((run, dest))
+    return moved

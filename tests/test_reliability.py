@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, ensemble, predict, train
+from lib import config, ensemble, pipeline, predict, train
 from lib.models import create_model
-from lib.runs import Run, RunInUse, read_checkpoint
+from lib.runs import Run, RunInUse, list_runs, read_checkpoint
 
 MODEL = "hm_resnet18"
 
@@ -97,13 +97,14 @@ def test_another_models_checkpoint_in_a_run_is_refused(tiny_data, tmp_path):
     assert not run.metrics_path.exists()
 
 
-def test_other_hands_in_the_data_are_refused_and_a_relative_data_dir_works_from_anywhere(tiny_data, tmp_path,
-                                                                                          monkeypatch):
+def test_other_hands_in_the_data_are_refused_then_set_aside_and_a_relative_data_dir_works_from_anywhere(
+        tiny_data, tmp_path, monkeypatch, capsys):
     data_dir = tmp_path / "d"
     shutil.copytree(tiny_data, data_dir, ignore=shutil.ignore_patterns("cache", "split.json"))
     monkeypatch.chdir(tmp_path)
     run = Run(train.fit(**small("d", tmp_path / "runs", run="h", epochs=1)))
     assert run.config()["data_dir"] == str(data_dir.resolve())
+    old_labels = run.config()["labels"]
     monkeypatch.chdir("/")
     predict.predict_run(run)  # the run's data is found from another directory
     with h5py.File(data_dir / "training.h5", "r+") as f:  # same size, hands in another order
@@ -113,6 +114,18 @@ def test_other_hands_in_the_data_are_refused_and_a_relative_data_dir_works_from_
         predict.predict_run(run)
     with pytest.raises(ValueError, match="last.pt: trained on other hands"):
         train.fit(**small(data_dir, tmp_path / "runs", run="h", epochs=2))
+    # make run sets such runs aside whole (a new renderer re-rendered the data) and trains them again
+    old = {p.name: p.read_bytes() for p in run.dir.iterdir() if p.is_file() and p.name != ".lock"}
+    other = Run(train.fit(**small(tiny_data, tmp_path / "runs", run="o", epochs=1)))  # other data: stays
+    pipeline.set_aside_stale_runs(data_dir, tmp_path / "runs")
+    kept = tmp_path / "runs" / "stale" / f"h-{old_labels.replace(':', '-')}"
+    assert f"h: trained on other hands than {data_dir} holds now; kept as {kept}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in kept.iterdir() if p.name in old} == old and not run.dir.exists()
+    assert [r.name for r in list_runs(tmp_path / "runs")] == ["o"] and other.has_checkpoint("last")
+    train.fit(**small(data_dir, tmp_path / "runs", run="h", epochs=1))  # a fresh start on the data of now
+    assert run.config()["labels"] != old_labels
+    pipeline.set_aside_stale_runs(data_dir, tmp_path / "runs")  # nothing stale now
+    assert sorted(p.name for p in (tmp_path / "runs" / "stale").iterdir()) == [kept.name]
 
 
 def test_the_wall_clock_budget_holds_when_steps_slow_down(tiny_data, tmp_path, monkeypatch):
@@ -187,3 +200,22 @@ def test_predicting_a_missing_run_creates_nothing(tmp_path, capsys):
     assert predict.main(["--run", str(tmp_path / "runs" / "nope")]) == 2
     assert "nope/config.json: no such file" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_stale_run_in_use_is_not_set_aside(tmp_path):
+    """Runs of other hands are moved to runs/stale/ whole, unless another process holds them; runs of
+    other data directories, of the same hands, or with an unreadable config stay."""
+    import json
+    from lib.runs import set_aside_stale
+    runs, data_dir = tmp_path / "runs", tmp_path / "d"
+    for name, d, labels in [("a", data_dir, "1:x"), ("b", data_dir, "1:x"), ("c", data_dir, "2:now"),
+                            ("e", tmp_path / "other", "1:x")]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"data_dir": str(d), "labels": labels}))
+    (runs / "f").mkdir()
+    (runs / "f" / "config.json").write_text("{not json")
+    with Run(runs / "b").lock("training"):
+        moved = set_aside_stale(data_dir, "2:now", runs)
+    assert [(r.name, p) for r, p in moved] == [("a", runs / "stale" / "a-1-x")]
+    assert (runs / "stale" / "a-1-x" / "config.json").exists()
+    assert [r.name for r in list_runs(runs)] == ["b", "c", "e", "f"]
