@@ -323,11 +323,11 @@ def set_aside_stale(data_dir: str | os.PathLike, labels: str,
         was = cfg.get("labels")
         if not was or was == labels or Path(str(cfg.get("data_dir", ""))).resolve() != root:
             continue
-        dest = run.dir.parent / STALE / f"{run.name}-{str(was).replace(':', '-')}"
-        for k in range(2, 1000):
-            if not dest.exists():
-                break
-            dest = dest.with_name(f"{run.name}-{str(was).replace(':', '-')}-{k}")
+        base = f"{run.name}-{str(was).replace(':', '-')}"
+        dest, k = run.dir.parent / STALE / base, 1
+        while dest.exists():  # the same run of the same old hands set aside before
+            k += 1
+            dest = dest.with_name(f"{base}-{k}")
         try:
             with run.lock("being set aside as stale"):
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 NEAR = 0.02  # metres; nothing closer to the camera is drawn
