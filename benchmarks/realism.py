@@ -5,6 +5,7 @@ side by side with real hands; and the same model as a leaderboard baseline.
     python -m benchmarks.realism [--images 400] [--seed 0] [--setting upright as-is best-rot]
     python -m benchmarks.realism --out BENCHMARKS.md        # also replace the realism section there
     python -m benchmarks.realism baseline [--data-dir DIR]  # predictions -> outputs/baselines/mediapipe_*/
+    python -m benchmarks.realism scene [--images 2000]      # hand size, view and pose: synthetic vs RHD's test hands
 
 The judge is MediaPipe's hand landmark network (`hand_landmark_full.tflite`, shipped inside the
 `mediapipe==0.10.21` wheel on PyPI), run offline with `ai-edge-litert`. Neither is part of the
@@ -20,6 +21,13 @@ no ground truth: "as-is" (the crop, unrotated) and "best-rot" (8 rotations, the 
 highest hand-presence score). Predictions are mapped back to 128 px crop pixels and scored:
 PCK@0.2 (threshold 0.2 x the longer side of the keypoint box), EPE and kaggle MSE, over all 21
 joints as the competition scores them.
+
+`scene` needs no model: it compares the keypoint geometry of the synthetic test crops (hand size in
+the crop, palm foreshortening, finger extension) with RHD's 3,611 real test hands as a 2nd-place 2018
+model predicted them (../shared/reference). Those predictions carry that model's error (kaggle MSE
+48, about 7 px per coordinate), so the synthetic keypoints are also shown with that much Gaussian
+noise added: the ratios should match that column. Its `gap` is the mean distance of the 10/25/50/75/90
+% quantiles, in units of the real spread (q90 - q10).
 
 `baseline` writes the judge's predictions on the validation crops (the runs' validation samples)
 and the test crops of a dataset, per setting, for lib.ensemble to show as baseline_mediapipe_*
@@ -46,7 +54,7 @@ from lib import cli
 from lib.data import CROP_SIZE, usable_hand_crops
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.metrics import box_scores
-from lib.reference import SHARED, HandSet, photo_hands, rhd_hands
+from lib.reference import SHARED, SUBMISSION_EXAMPLE_MSE, HandSet, photo_hands, rhd_hands, rhd_test_predictions
 from lib.paths import REPO, baselines, data_root
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
@@ -247,6 +255,62 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
     return rows
 
 
+# ---------------------------------------------------------------- scene statistics
+FINGERS = ("thumb", "index", "middle", "ring", "little")
+QUANTILES = (10, 25, 50, 75, 90)
+
+
+def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
+    """Per hand, from (N,21,2) crop keypoints: the keypoint box's longer side (px), the palm's length
+    (wrist -> middle MCP, px) and its share of the box, and each finger's tip-to-base distance per palm length."""
+    kp = np.asarray(kp, np.float64)
+    box = np.ptp(kp, axis=1).max(axis=1)
+    palm = np.linalg.norm(kp[:, MIDDLE_MCP] - kp[:, 0], axis=1)
+    out = {"box side (px)": box, "palm length (px)": palm, "palm / box": palm / np.maximum(box, 1e-9)}
+    for f, name in enumerate(FINGERS):  # tip 1+4f, base 4+4f
+        out[f"{name} extension / palm"] = np.linalg.norm(kp[:, 1 + 4 * f] - kp[:, 4 + 4 * f], axis=1) / np.maximum(palm, 1.0)
+    return out
+
+
+def quantile_gap(real: np.ndarray, synth: np.ndarray) -> float:
+    """Mean |difference| of the QUANTILES of two samples, in units of the real one's q90 - q10."""
+    qa, qb = np.percentile(real, QUANTILES), np.percentile(synth, QUANTILES)
+    return float(np.abs(qa - qb).mean() / max(qa[-1] - qa[0], 1e-9))
+
+
+def synthetic_keypoints(n_images: int, seed: int = 0) -> np.ndarray:
+    """(N,21,2) crop keypoints of the usable hands of n evaluation-split scenes, as the test set's crops
+    would hold them; the scenes are only sampled, not rendered (fast)."""
+    from lib.data import IMAGE_SIZE, usable_hand
+    from lib.synth import image_seed
+    from lib.synth.scene import SIDES, as_rng, project, sample_scene
+    blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    from lib.data import competition_crop
+    out = []
+    for i in range(n_images):
+        scene = sample_scene(as_rng(image_seed(seed, "evaluation", i)))
+        for side in SIDES:  # left then right, as usable_hand_crops
+            uv = project(scene.hands[side].xyz, scene.K)
+            if scene.hands[side].present and usable_hand(uv):
+                out.append(competition_crop(blank, uv)[1])
+    return np.stack(out) if out else np.zeros((0, NUM_JOINTS, 2), np.float32)
+
+
+def scene_table(real: np.ndarray | None, synth: np.ndarray, seed: int = 0) -> str:
+    """Markdown: per statistic the real q10/q50/q90, the synthetic ones exact and with the real
+    predictions' error added (N(0, sqrt(48)) px per coordinate), and the gap of the latter."""
+    noisy = synth + np.random.default_rng(seed).normal(0.0, np.sqrt(SUBMISSION_EXAMPLE_MSE), synth.shape)
+    S, N = hand_statistics(synth), hand_statistics(noisy)
+    R = hand_statistics(real) if real is not None else None
+    q = lambda x: "/".join(f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}" for v in np.percentile(x, (10, 50, 90)))  # noqa: E731
+    lines = [f"| statistic (q10/q50/q90) | RHD test, 2018 predictions (n {len(real) if R else 0}) | "
+             f"synthetic (n {len(synth)}) | synthetic + their error | gap |", "| --- | --- | --- | --- | ---: |"]
+    for key in S:
+        lines.append(f"| {key} | {q(R[key]) if R else '—'} | {q(S[key])} | {q(N[key])} | "
+                     f"{quantile_gap(R[key], N[key]):.3f} |" if R else f"| {key} | — | {q(S[key])} | {q(N[key])} | — |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the leaderboard baseline
 def runs_val_index(files, cache, profile: str | None, runs_dir: Path | None = None) -> tuple[np.ndarray, str]:
     """The validation samples of the finished runs on these files (the most common), else the profile's."""
@@ -305,6 +369,24 @@ def make_baseline(data_dir: str = "auto", settings: tuple[str, ...] = ("as-is", 
     return written
 
 
+def scene(images: int, seed: int, out: Path | None, argv: list[str], reference: Path = SHARED) -> int:
+    """The scene command: synthetic keypoint geometry beside RHD's real test hands."""
+    real = rhd_test_predictions(reference)
+    if real is None:
+        print(f"reference: no {reference / 'kaggle_submission_example.csv'} (only in the team's workspace); "
+              "showing the synthetic side alone")
+    p = provenance(argv)
+    text = "\n".join(["### Scene statistics: synthetic test crops beside RHD's real test hands", "",
+                      f"- command: `{p['command']}`", f"- date: {p['date']}", f"- versions: {p['versions']}",
+                      "", scene_table(real, synthetic_keypoints(images, seed), seed)]) + "\n"
+    print(text)
+    if out:
+        from benchmarks.report import update_section
+        update_section(out, "scene", text)
+        print(f"{out}: section scene updated")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; an expected error is one `error: ...` line and exit code 2 (lib.cli)."""
     return cli.run(_main, argv)
@@ -314,8 +396,8 @@ def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(prog="python -m benchmarks.realism", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", nargs="?", default="measure", choices=["measure", "fetch", "baseline"])
-    ap.add_argument("--images", type=int, default=400, help="measure: synthetic evaluation images to render (default 400)")
+    ap.add_argument("command", nargs="?", default="measure", choices=["measure", "fetch", "baseline", "scene"])
+    ap.add_argument("--images", type=int, default=400, help="measure, scene: synthetic evaluation images (default 400)")
     ap.add_argument("--seed", type=int, default=0, help="measure: renderer seed")
     ap.add_argument("--setting", nargs="+", choices=SETTINGS,
                     help="default: upright (measure); as-is best-rot upright (baseline)")
@@ -335,6 +417,8 @@ def _main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--images: expected a positive count, found {a.images}")
     from benchmarks.report import check_out
     check_out(a.out)
+    if a.command == "scene":
+        return scene(a.images, a.seed, a.out, argv)
     judge = Judge()
     if a.command == "baseline":
         make_baseline(a.data_dir, tuple(a.setting or BASELINES), a.profile, judge, argv=argv)

@@ -23,6 +23,8 @@ from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.paths import REPO
 
 SHARED = REPO.parent / "shared" / "reference"
+SUBMISSION_EXAMPLE = "kaggle_submission_example.csv"
+SUBMISSION_EXAMPLE_MSE = 47.97  # that submission's public score: its error per coordinate is about sqrt(48) px
 
 
 @dataclass
@@ -86,6 +88,17 @@ def photo_hands(reference: Path = SHARED) -> HandSet | None:
     if not crops:
         return None
     return HandSet("real photos", np.stack(crops), np.stack(kps), np.stack(lab))
+
+
+def rhd_test_predictions(reference: Path = SHARED) -> np.ndarray | None:
+    """(3611, 21, 2) crop-pixel keypoints of RHD's 3,611 competition test hands as a 2nd-place model
+    of 2018 predicted them (kaggle MSE 48), from kaggle_submission_example.csv; None when absent.
+    The only view of the real test distribution (hand size, view, pose) there is offline."""
+    path = reference / SUBMISSION_EXAMPLE
+    if not path.is_file():
+        return None
+    from lib.submit import read_submission
+    return read_submission(path)
 
 
 def real_hands(reference: Path = SHARED) -> list[HandSet]:

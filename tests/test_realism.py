@@ -167,6 +167,75 @@ def test_judge_reads_real_rhd_frames(shared_reference):
     assert s["pck"] > 0.8, s
 
 
+# ---------------------------------------------------------------- scene statistics
+def straight_hand(palm=40.0, finger=30.0, angle=0.0):
+    """A flat hand: wrist at (64, 100), every base `palm` px towards `angle` (0 = up), fingers straight on."""
+    d = np.array([np.sin(angle), -np.cos(angle)])
+    kp = np.zeros((21, 2))
+    kp[0] = (64, 100)
+    for f in range(5):
+        for k in range(4):  # joint 1 + 4f + k: tip (k 0) .. base (k 3)
+            kp[1 + 4 * f + k] = kp[0] + d * (palm + finger * (3 - k) / 3)
+    return kp
+
+
+def test_hand_statistics_on_known_hands():
+    kp = np.stack([straight_hand(40, 30), straight_hand(20, 30, np.pi / 2), straight_hand(40, 0)])
+    s = realism.hand_statistics(kp)
+    assert np.allclose(s["palm length (px)"], [40, 20, 40]) and np.allclose(s["box side (px)"], [70, 50, 40])
+    assert np.allclose(s["palm / box"], [40 / 70, 20 / 50, 1.0])
+    assert np.allclose(s["middle extension / palm"], [0.75, 1.5, 0.0])
+    assert set(s) >= {f"{f} extension / palm" for f in realism.FINGERS}
+
+
+def test_quantile_gap():
+    x = np.random.default_rng(0).normal(0, 1, 2000)
+    assert realism.quantile_gap(x, x) == 0.0
+    q = np.percentile(x, realism.QUANTILES)
+    assert realism.quantile_gap(x, x + 0.5) == pytest.approx(0.5 / (q[-1] - q[0]))
+    assert realism.quantile_gap(x, 2 * x) > 0.2
+
+
+def test_scene_command_without_and_with_real_predictions(tmp_path, capsys):
+    assert realism.scene(3, 0, None, ["scene", "--images", "3"], reference=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "kaggle_submission_example.csv" in out and "showing the synthetic side alone" in out
+    assert "| palm / box | — |" in out
+    real = np.stack([straight_hand(40 + i % 7, 30) for i in range(9)]).reshape(9, 42)
+    lines = ["Id," + ",".join(f"Joint {j} {c}" for j in range(21) for c in "xy")]
+    lines += [f"{i}," + ",".join(f"{v:.3f}" for v in row) for i, row in enumerate(real)]
+    (tmp_path / reference.SUBMISSION_EXAMPLE).write_text("\n".join(lines) + "\n")
+    md = tmp_path / "B.md"
+    md.write_text("# B\n")
+    assert realism.scene(3, 0, md, ["scene"], reference=tmp_path) == 0
+    text = md.read_text()
+    assert "<!-- bench:scene -->" in text and "RHD test, 2018 predictions (n 9)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| middle extension / palm |"))
+    assert row.split("|")[2].strip().split("/")[1] == "0.71"  # median 30 / 42 px
+
+
+def test_synthetic_keypoints_are_the_test_crops_of_the_renders():
+    from lib.synth import image_seed, render_image
+    kp = realism.synthetic_keypoints(4, seed=3)
+    crops = [k for i in range(4) for _, k in data.usable_hand_crops(*(lambda s: (s["color"], s["uv_vis"]))(
+        render_image(image_seed(3, "evaluation", i))))]
+    assert len(kp) == len(crops) > 0 and np.allclose(kp, np.stack(crops), atol=1e-4)
+
+
+def test_scene_statistics_match_rhd_test_hands(shared_reference):
+    """The renderer's hand sizes, views and poses are calibrated to RHD's 3,611 real test hands (as a
+    2nd-place model predicted them): the synthetic crops, with that model's error added, match them."""
+    real = reference.rhd_test_predictions(shared_reference)
+    assert real is not None and real.shape == (3611, 21, 2)
+    synth = realism.synthetic_keypoints(600)
+    noisy = synth + np.random.default_rng(0).normal(0, np.sqrt(reference.SUBMISSION_EXAMPLE_MSE), synth.shape)
+    R, N, S = realism.hand_statistics(real), realism.hand_statistics(noisy), realism.hand_statistics(synth)
+    assert realism.quantile_gap(R["box side (px)"], S["box side (px)"]) < 0.15
+    assert realism.quantile_gap(R["palm / box"], N["palm / box"]) < 0.05
+    for f in realism.FINGERS[1:]:
+        assert realism.quantile_gap(R[f"{f} extension / palm"], N[f"{f} extension / palm"]) < 0.1, f
+
+
 # ---------------------------------------------------------------- baselines on the leaderboard
 class FakeJudge:
     """Always the same hand in the middle of the view, more confident the more it is rotated."""
