@@ -218,7 +218,7 @@ def _center_for(rng: np.random.Generator, box_wh: np.ndarray, size: int, inside:
 
 
 def _box_size(rng: np.random.Generator) -> float:
-    """Hand keypoint box size in pixels: 20..120, median about 60 (RHD's characters are seen whole)."""
+    """Hand keypoint box size in pixels: 20..120, median about 51 (RHD's characters are seen whole)."""
     return BBOX_RANGE[0] + (BBOX_RANGE[1] - BBOX_RANGE[0]) * rng.beta(*BBOX_BETA)
 
 
