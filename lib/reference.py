@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.data import competition_crop, read_image
+from lib.data import competition_crop, read_image, read_keypoints_csv
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.paths import REPO
 
@@ -97,8 +97,7 @@ def rhd_test_predictions(reference: Path = SHARED) -> np.ndarray | None:
     path = reference / SUBMISSION_EXAMPLE
     if not path.is_file():
         return None
-    from lib.submit import read_submission
-    return read_submission(path)
+    return read_keypoints_csv(path)
 
 
 def real_hands(reference: Path = SHARED) -> list[HandSet]:
