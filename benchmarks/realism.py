@@ -54,7 +54,8 @@ from lib import cli
 from lib.data import CROP_SIZE, usable_hand_crops
 from lib.joints import FROM_BASE_TIP, NUM_JOINTS
 from lib.metrics import box_scores
-from lib.reference import SHARED, SUBMISSION_EXAMPLE_MSE, HandSet, photo_hands, rhd_hands, rhd_test_predictions
+from lib.reference import (SHARED, SUBMISSION_EXAMPLE, SUBMISSION_EXAMPLE_MSE, HandSet, photo_hands, rhd_hands,
+                           rhd_test_predictions)
 from lib.paths import REPO, baselines, data_root
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
@@ -268,7 +269,8 @@ def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
     palm = np.linalg.norm(kp[:, MIDDLE_MCP] - kp[:, 0], axis=1)
     out = {"box side (px)": box, "palm length (px)": palm, "palm / box": palm / np.maximum(box, 1e-9)}
     for f, name in enumerate(FINGERS):  # tip 1+4f, base 4+4f
-        out[f"{name} extension / palm"] = np.linalg.norm(kp[:, 1 + 4 * f] - kp[:, 4 + 4 * f], axis=1) / np.maximum(palm, 1.0)
+        tip_to_base = np.linalg.norm(kp[:, 1 + 4 * f] - kp[:, 4 + 4 * f], axis=1)
+        out[f"{name} extension / palm"] = tip_to_base / np.maximum(palm, 1.0)
     return out
 
 
@@ -281,11 +283,10 @@ def quantile_gap(real: np.ndarray, synth: np.ndarray) -> float:
 def synthetic_keypoints(n_images: int, seed: int = 0) -> np.ndarray:
     """(N,21,2) crop keypoints of the usable hands of n evaluation-split scenes, as the test set's crops
     would hold them; the scenes are only sampled, not rendered (fast)."""
-    from lib.data import IMAGE_SIZE, usable_hand
+    from lib.data import IMAGE_SIZE, competition_crop, usable_hand
     from lib.synth import image_seed
     from lib.synth.scene import SIDES, as_rng, project, sample_scene
-    blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    from lib.data import competition_crop
+    blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)  # only the keypoints of the crop are used
     out = []
     for i in range(n_images):
         scene = sample_scene(as_rng(image_seed(seed, "evaluation", i)))
@@ -302,12 +303,15 @@ def scene_table(real: np.ndarray | None, synth: np.ndarray, seed: int = 0) -> st
     noisy = synth + np.random.default_rng(seed).normal(0.0, np.sqrt(SUBMISSION_EXAMPLE_MSE), synth.shape)
     S, N = hand_statistics(synth), hand_statistics(noisy)
     R = hand_statistics(real) if real is not None else None
-    q = lambda x: "/".join(f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}" for v in np.percentile(x, (10, 50, 90)))  # noqa: E731
-    lines = [f"| statistic (q10/q50/q90) | RHD test, 2018 predictions (n {len(real) if R else 0}) | "
+
+    def q(x: np.ndarray) -> str:
+        return "/".join(f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}" for v in np.percentile(x, (10, 50, 90)))
+
+    lines = [f"| statistic (q10/q50/q90) | RHD test, 2018 predictions (n {0 if R is None else len(real)}) | "
              f"synthetic (n {len(synth)}) | synthetic + their error | gap |", "| --- | --- | --- | --- | ---: |"]
     for key in S:
-        lines.append(f"| {key} | {q(R[key]) if R else '—'} | {q(S[key])} | {q(N[key])} | "
-                     f"{quantile_gap(R[key], N[key]):.3f} |" if R else f"| {key} | — | {q(S[key])} | {q(N[key])} | — |")
+        real_q, gap = ("—", "—") if R is None else (q(R[key]), f"{quantile_gap(R[key], N[key]):.3f}")
+        lines.append(f"| {key} | {real_q} | {q(S[key])} | {q(N[key])} | {gap} |")
     return "\n".join(lines)
 
 
@@ -373,7 +377,7 @@ def scene(images: int, seed: int, out: Path | None, argv: list[str], reference: 
     """The scene command: synthetic keypoint geometry beside RHD's real test hands."""
     real = rhd_test_predictions(reference)
     if real is None:
-        print(f"reference: no {reference / 'kaggle_submission_example.csv'} (only in the team's workspace); "
+        print(f"reference: no {reference / SUBMISSION_EXAMPLE} (only in the team's workspace); "
               "showing the synthetic side alone")
     p = provenance(argv)
     text = "\n".join(["### Scene statistics: synthetic test crops beside RHD's real test hands", "",
