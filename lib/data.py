@@ -792,12 +792,24 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
         np.savez(tmp / "meta.npz", kp=kp, ctx_kp=ctx_kp, scale=scale, vis=tf.vis[:n], image_ids=image_ids(digests))
         io.write_json(tmp / "info.json", {"source": source, "n": n, "channel_order": tf.channel_order,
                                           "channel_reason": tf.channel_reason, "version": CACHE_VERSION})
-    if (final / "info.json").exists():  # another process finished the same cache first: use it
-        shutil.rmtree(tmp)
-        return CropCache(final)
-    shutil.rmtree(final, ignore_errors=True)  # a partial left by a killed rename
-    os.replace(tmp, final)
-    return CropCache(final)
+    return _publish_cache(tmp, final)
+
+
+def _publish_cache(tmp: Path, final: Path) -> CropCache:
+    """Rename a finished build into place, atomically; when another process published the same
+    cache first, use that one. A complete cache (one with info.json, written last) is never removed
+    here: removing it could pull the files from under the process that has just published it."""
+    for _ in range(3):
+        if (final / "info.json").exists():  # another process finished the same cache first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return CropCache(final)
+        try:
+            os.rename(tmp, final)  # fails when final is a non-empty folder
+            return CropCache(final)
+        except OSError:
+            if not (final / "info.json").exists():  # a partial folder (an interrupted removal): clear it
+                shutil.rmtree(final, ignore_errors=True)
+    raise DataError(f"{final}: could not publish the crop cache built in {tmp} (the folder keeps reappearing)")
 
 
 CACHE_HANDS_PER_PROCESS = 2048  # build_cache starts a process per this many hands (up to one per core)

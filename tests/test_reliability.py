@@ -191,9 +191,44 @@ def test_two_processes_building_one_crop_cache(tiny_data, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=train.REPO) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(f"rc {p.returncode}: ...{o[1][-600:]}"
+                                                            for p, o in zip(procs, outs))
     assert outs[0][0] == outs[1][0]
     assert [p.name for p in (tmp_path / "d" / "cache").iterdir()] and not list((tmp_path / "d" / "cache").glob(".*"))
+
+
+def test_publishing_a_crop_cache_never_removes_a_complete_one(tiny_data, tmp_path, monkeypatch):
+    """The loser of two builds of one cache uses the winner's folder as it is (it may be reading it
+    already); a partial folder left by an interrupted removal is replaced."""
+    from lib import data
+
+    built = data.build_cache(tiny_data / "training.h5", cache_root=tmp_path / "a").dir
+    final, tmp = tmp_path / "cache" / built.name, tmp_path / "cache" / f".{built.name}.1.tmp"
+    shutil.copytree(built, final)
+    (final / "winner").write_text("")
+    shutil.copytree(built, tmp)
+    cache = data._publish_cache(tmp, final)
+    assert (final / "winner").exists() and not tmp.exists() and len(cache) == len(data.CropCache(built))
+    shutil.rmtree(final)
+    final.mkdir()
+    (final / "crop.u8").write_bytes(b"partial")  # no info.json: not a finished cache
+    shutil.copytree(built, tmp)
+    cache = data._publish_cache(tmp, final)
+    assert not tmp.exists() and (final / "info.json").exists() and len(cache) == len(data.CropCache(built))
+    # the race: another process publishes between this one's check and its rename
+    shutil.rmtree(final)
+    shutil.copytree(built, tmp)
+    rename = os.rename
+
+    def other_process_first(a, b):
+        if not Path(b).exists():
+            shutil.copytree(built, b)
+            (Path(b) / "winner").write_text("")
+        rename(a, b)
+
+    monkeypatch.setattr(data.os, "rename", other_process_first)
+    cache = data._publish_cache(tmp, final)
+    assert (final / "winner").exists() and not tmp.exists() and len(cache) == len(data.CropCache(built))
 
 
 def test_predicting_a_missing_run_creates_nothing(tmp_path, capsys):
