@@ -20,7 +20,7 @@ from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, r
 from . import skin
 from .render import NEAR, Canvas, Light, Surface, shade
 
-RENDERER_VERSION = 4             # bump when the pictures change: rendered data of another version is redone
+RENDERER_VERSION = 5             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (20.0, 120.0)       # hand bounding box (longest side of its keypoints), pixels
@@ -31,6 +31,8 @@ SEPARATE_TRIES = 8               # otherwise up to this many placements are trie
 BODY_P = 0.55                    # a person-like body behind the hands
 HELD_OBJECT_P = 0.3              # an object in a grasping hand
 FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the image
+BORDER_GAP = 10.0                # ... and then at least this far from its edges: RHD's test crops (almost)
+                                 # never have a keypoint at the crop's edge, i.e. a hand at the image's
 OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
 DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
@@ -202,18 +204,13 @@ def _nudge_inside(hand: SceneHand, K: np.ndarray, size: int, margin: float = 1.0
 
 
 def _center_for(rng: np.random.Generator, box_wh: np.ndarray, size: int, inside: bool) -> np.ndarray:
-    """A keypoint box centre: inside the image (often at its border) or anywhere."""
+    """A keypoint box centre: inside the image, BORDER_GAP px or more from its edges, or anywhere."""
     if not inside:
         return rng.uniform(-0.1 * size, 1.1 * size, 2)
     c = np.empty(2)
     for a in range(2):
-        lo, hi = box_wh[a] / 2 + 3, size - 1 - box_wh[a] / 2 - 3
-        if hi <= lo:
-            c[a] = size / 2
-        elif rng.random() < 0.2:
-            c[a] = lo if rng.random() < 0.5 else hi
-        else:
-            c[a] = rng.uniform(lo, hi)
+        lo, hi = box_wh[a] / 2 + BORDER_GAP, size - 1 - box_wh[a] / 2 - BORDER_GAP
+        c[a] = size / 2 if hi <= lo else rng.uniform(lo, hi)
     return c
 
 
