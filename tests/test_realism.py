@@ -184,6 +184,7 @@ def test_hand_statistics_on_known_hands():
     s = realism.hand_statistics(kp)
     assert np.allclose(s["palm length (px)"], [40, 20, 40]) and np.allclose(s["box side (px)"], [70, 50, 40])
     assert np.allclose(s["palm / box"], [40 / 70, 20 / 50, 1.0])
+    assert np.allclose(s["box to crop edge (px)"], [28, 14, 28])  # wrist at y 100: 28 px above the bottom edge
     assert np.allclose(s["middle extension / palm"], [0.75, 1.5, 0.0])
     assert set(s) >= {f"{f} extension / palm" for f in realism.FINGERS}
 
@@ -231,6 +232,7 @@ def test_scene_statistics_match_rhd_test_hands(shared_reference):
     noisy = synth + np.random.default_rng(0).normal(0, np.sqrt(reference.SUBMISSION_EXAMPLE_MSE), synth.shape)
     R, N, S = realism.hand_statistics(real), realism.hand_statistics(noisy), realism.hand_statistics(synth)
     assert realism.quantile_gap(R["box side (px)"], S["box side (px)"]) < 0.15
+    assert (S["box to crop edge (px)"] < 1).mean() < 0.05  # RHD: 0.1 % (predicted) of hands at the crop edge
     assert realism.quantile_gap(R["palm / box"], N["palm / box"]) < 0.05
     for f in realism.FINGERS[1:]:
         assert realism.quantile_gap(R[f"{f} extension / palm"], N[f"{f} extension / palm"]) < 0.1, f
