@@ -286,6 +286,19 @@ def test_contact_sheet(tmp_path: Path) -> None:
     assert (row[:, :128] != 40).any() and (row[:, 128:256] != 40).any()
 
 
+def test_contact_sheet_inside_the_repo_never_shows_real_frames(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The real RHD frames are research-only: a sheet written where it could be committed leaves them out."""
+    from lib.synth import sheet
+    repo = tmp_path / "repo"
+    assert sheet.committable(repo / "docs" / "s.jpg", repo) and sheet.committable(repo / "s.png", repo)
+    assert not sheet.committable(repo / "outputs" / "s.png", repo) and not sheet.committable(tmp_path / "s.png", repo)
+    monkeypatch.setattr(sheet, "REPO", repo)
+    monkeypatch.setattr(sheet, "real_frames", lambda: pytest.fail("real frames were read for a committable sheet"))
+    (repo / "docs").mkdir(parents=True)
+    img = cv2.imread(str(sheet.contact_sheet(repo / "docs" / "sheet.png", seed=1, n=4)))
+    assert img.shape[1] == 4 * 320 and "left out" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- renderer v2: one smooth skin, skin detail
 def test_sdf_of_primitives_is_zero_on_their_surface() -> None:
     from lib.synth.hand import Prim

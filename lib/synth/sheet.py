@@ -10,6 +10,7 @@ import numpy as np
 from lib.data import competition_crop
 from lib.io import atomic_open
 from lib.joints import NUM_JOINTS
+from lib.paths import REPO
 from lib.reference import SHARED, rhd_frames
 from lib.viz import draw_skeleton
 
@@ -62,6 +63,14 @@ def _crop_row(samples: list[np.ndarray], real_crops: list[np.ndarray], width: in
     return row
 
 
+def committable(path: Path, repo: Path | None = None) -> bool:
+    """Whether a file written at `path` could be committed: inside the repository, outside its
+    git-ignored outputs/ and data/ folders."""
+    repo = (repo or REPO).resolve()
+    p = Path(path).resolve()
+    return p.is_relative_to(repo) and not any(p.is_relative_to(repo / d) for d in ("outputs", "data"))
+
+
 def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4, real: bool = True) -> Path:
     """Write a PNG (or a JPEG, by the suffix): n synthetic renders (4 columns) with overlays, then a column of real RHD frames
     (when ../shared is present and `real`; the real frames are research-only: keep them out of the repo), and
@@ -84,6 +93,10 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         tiles.append(img)
     size = tiles[0].shape[0]
     rows = -(-n // cols)
+    if real and committable(out_png):
+        print(f"note: {out_png} is inside the repository: the real RHD frames are left out (research-only, "
+              "never to be committed); write the sheet elsewhere, e.g. outputs/, to see them")
+        real = False
     wanted = real
     real = real_frames() if wanted else []
     if wanted and not real:
