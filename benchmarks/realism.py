@@ -53,7 +53,7 @@ import numpy as np
 
 from lib import cli
 from lib.data import CROP_SIZE, usable_hand_crops
-from lib.joints import FROM_BASE_TIP, NUM_JOINTS
+from lib.joints import BASES, FINGERS, FROM_BASE_TIP, NUM_JOINTS, TIPS
 from lib.metrics import box_scores
 from lib.reference import (SHARED, SUBMISSION_EXAMPLE, SUBMISSION_EXAMPLE_MSE, HandSet, photo_hands, rhd_hands,
                            rhd_test_predictions)
@@ -258,7 +258,6 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
 
 
 # ---------------------------------------------------------------- scene statistics
-FINGERS = ("thumb", "index", "middle", "ring", "little")
 QUANTILES = (10, 25, 50, 75, 90)
 EXACT_ROWS = ("box side (px)", "box to crop edge (px)")  # scene_table: compared without the noise
 
@@ -273,9 +272,8 @@ def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
     edge = np.minimum(kp.min(axis=1), CROP_SIZE - kp.max(axis=1)).min(axis=1)
     out = {"box side (px)": box, "box to crop edge (px)": edge, "palm length (px)": palm,
            "palm / box": palm / np.maximum(box, 1e-9)}
-    for f, name in enumerate(FINGERS):  # tip 1+4f, base 4+4f
-        tip_to_base = np.linalg.norm(kp[:, 1 + 4 * f] - kp[:, 4 + 4 * f], axis=1)
-        out[f"{name} extension / palm"] = tip_to_base / np.maximum(palm, 1.0)
+    for name, tip, base in zip(FINGERS, TIPS, BASES):
+        out[f"{name} extension / palm"] = np.linalg.norm(kp[:, tip] - kp[:, base], axis=1) / np.maximum(palm, 1.0)
     return out
 
 

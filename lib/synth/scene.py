@@ -32,7 +32,7 @@ BODY_P = 0.55                    # a person-like body behind the hands
 HELD_OBJECT_P = 0.3              # an object in a grasping hand
 FULLY_INSIDE_P = 0.9             # the first hand's 21 keypoints inside the image
 BORDER_GAP = 10.0                # ... and then at least this far from its edges: RHD's test crops (almost)
-                                 # never have a keypoint at the crop's edge, i.e. a hand at the image's
+                                 # never have a keypoint at the crop's edge, i.e. a hand at the image border
 OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints project off-image)
 DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
@@ -227,8 +227,7 @@ def _skin(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     back = np.clip(back * rng.uniform(0.93, 1.07, 3) * rng.uniform(0.9, 1.1), 0, 1)
     palm_target = np.array([0.92, 0.72, 0.62])
     palm = back + (palm_target - back) * (0.3 + 0.35 * x / (len(SKIN_TONES) - 1))
-    warmer = lambda c: np.clip(c.mean() + (c - c.mean()) * SKIN_SATURATION, 0, 1)  # noqa: E731
-    back, palm = warmer(back), warmer(palm)
+    back, palm = (np.clip(c.mean() + (c - c.mean()) * SKIN_SATURATION, 0, 1) for c in (back, palm))  # warmer
     return back, palm
 
 

@@ -81,6 +81,10 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
     if out_png.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"{out_png}: expected the path of an image file to write, "
                                 f"found a directory", str(out_png))
+    if real and committable(out_png):
+        print(f"note: {out_png} is inside the repository: the real RHD frames are left out (research-only, "
+              "never to be committed); write the sheet elsewhere, e.g. outputs/, to see them")
+        real = False
     tiles, crops = [], []
     for i in range(n):
         s = render_image(np.random.SeedSequence([seed, 0x5EE7, i]))
@@ -93,10 +97,6 @@ def contact_sheet(out_png: str | Path, seed: int = 0, n: int = 16, cols: int = 4
         tiles.append(img)
     size = tiles[0].shape[0]
     rows = -(-n // cols)
-    if real and committable(out_png):
-        print(f"note: {out_png} is inside the repository: the real RHD frames are left out (research-only, "
-              "never to be committed); write the sheet elsewhere, e.g. outputs/, to see them")
-        real = False
     wanted = real
     real = real_frames() if wanted else []
     if wanted and not real:
