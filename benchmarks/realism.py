@@ -260,12 +260,14 @@ def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | No
 # ---------------------------------------------------------------- scene statistics
 QUANTILES = (10, 25, 50, 75, 90)
 EXACT_ROWS = ("box side (px)", "box to crop edge (px)")  # scene_table: compared without the noise
+SPREAD_ROW = "finger extension spread (std, index..little)"  # do a hand's fingers open and close together?
 
 
 def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
     """Per hand, from (N,21,2) crop keypoints: the keypoint box's longer side and its distance to the
     nearest crop edge (px; 0 for a hand at the image border), the palm's length (wrist -> middle MCP,
-    px) and its share of the box, and each finger's tip-to-base distance per palm length."""
+    px) and its share of the box, each finger's tip-to-base distance per palm length, and how much those
+    of index..little differ within the hand (their standard deviation)."""
     kp = np.asarray(kp, np.float64)
     box = np.ptp(kp, axis=1).max(axis=1)
     palm = np.linalg.norm(kp[:, MIDDLE_MCP] - kp[:, 0], axis=1)
@@ -274,6 +276,7 @@ def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
            "palm / box": palm / np.maximum(box, 1e-9)}
     for name, tip, base in zip(FINGERS, TIPS, BASES):
         out[f"{name} extension / palm"] = np.linalg.norm(kp[:, tip] - kp[:, base], axis=1) / np.maximum(palm, 1.0)
+    out[SPREAD_ROW] = np.std([out[f"{name} extension / palm"] for name in FINGERS[1:]], axis=0)
     return out
 
 

@@ -214,21 +214,29 @@ _FLAT = [[2, 0, 4, 3]] * 4
 ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
     ("relaxed", 9.0, [10, -15, 15, 20], _RELAX),
     ("fist", 1.0, [40, 5, 45, 40], _FIST),
-    ("point", 1.5, [38, 5, 35, 35], [[5, 0, 6, 4]] + _FIST[1:]),
-    ("pinch", 1.5, [30, -25, 20, 25], [[42, 0, 48, 28], [30, 0, 36, 20], [36, 0, 40, 22], [40, 0, 44, 24]]),
-    ("ok", 0.8, [30, -25, 20, 25], [[48, 0, 55, 35], [8, 0, 10, 5], [10, 0, 10, 5], [14, 0, 12, 6]]),
+    ("point", 0.4, [38, 5, 35, 35], [[5, 0, 6, 4]] + _FIST[1:]),
+    ("pinch", 0.8, [30, -25, 20, 25], [[42, 0, 48, 28], [30, 0, 36, 20], [36, 0, 40, 22], [40, 0, 44, 24]]),
+    ("ok", 0.2, [30, -25, 20, 25], [[48, 0, 55, 35], [8, 0, 10, 5], [10, 0, 10, 5], [14, 0, 12, 6]]),
     ("spread", 1.2, [-10, -28, 0, 0], [[0, -15, 0, 0], [0, -3, 0, 0], [0, 10, 0, 0], [0, 22, 0, 0]]),
     ("flat", 1.2, [0, -10, 5, 5], _FLAT),
     ("grasp", 1.8, [25, -35, 15, 15], [[50, 0, 55, 32], [55, 0, 58, 34], [58, 0, 60, 36], [62, 0, 62, 38]]),
-    ("vsign", 0.7, [40, 5, 40, 40], [[4, -12, 5, 3], [4, 6, 5, 3]] + _FIST[2:]),
+    ("vsign", 0.2, [40, 5, 40, 40], [[4, -12, 5, 3], [4, 6, 5, 3]] + _FIST[2:]),
     ("thumbs_up", 0.6, [-5, 15, 0, 0], _FIST),
     ("claw", 0.7, [20, -30, 40, 40], [[-10, 0, 85, 60]] * 4),
-    ("three", 0.5, [40, 5, 40, 40], [[4, -8, 5, 3], [4, 0, 5, 3], [4, 8, 5, 3], [88, 0, 100, 62]]),
+    ("three", 0.1, [40, 5, 40, 40], [[4, -8, 5, 3], [4, 0, 5, 3], [4, 8, 5, 3], [88, 0, 100, 62]]),
     ("random", 0.4, None, None),
 )
 
 
 DIP_COUPLING = 0.67  # DIP flexion / PIP flexion of a relaxed finger
+# RHD's fingers move together: within a hand the four fingers' extensions differ less than v5's did
+# (benchmarks.realism scene, "finger extension spread"), so since v6 a hand opens or closes as a whole
+# (CURL_SIGMA) more than its fingers deviate one by one, and the gestures that set fingers apart (point,
+# pinch, ok, vsign, three) are rarer (weights 1.5/1.5/0.8/0.7/0.5 until v5).
+FINGER_NOISE = (4.0, 5.0, 4.0)  # degrees: each finger's own deviation from its archetype (mcp, abd, pip)
+CURL_SIGMA = 20.0               # degrees: how much more or less closed the whole hand is than its archetype
+NEIGHBOUR_SIGMA = 3.0           # degrees: deviations neighbouring fingers share
+THUMB_NOISE = 8.0               # degrees: the thumb's deviation from its archetype, per joint
 
 
 def _neighbour_noise(rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -253,9 +261,9 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> Pose:
         ang[0] = np.array([rng.uniform(-10, 50), rng.uniform(-40, 20), rng.uniform(0, 55), rng.uniform(0, 70)]) * DEG
     else:
         ang = np.array([thumb] + fingers, dtype=np.float64) * DEG
-        noise = rng.normal(0.0, 1.0, size=(5, 4)) * np.array([8, 5, 9, 0]) * DEG
-        noise[0] = rng.normal(0.0, 1.0, size=4) * np.array([8, 8, 8, 8]) * DEG
-        curl = (rng.normal(0.0, 10 * DEG) + _neighbour_noise(rng, 6 * DEG))[:, None]  # more or less closed
+        noise = rng.normal(0.0, 1.0, size=(5, 4)) * np.array([*FINGER_NOISE, 0.0]) * DEG
+        noise[0] = rng.normal(0.0, THUMB_NOISE * DEG, size=4)
+        curl = (rng.normal(0.0, CURL_SIGMA * DEG) + _neighbour_noise(rng, NEIGHBOUR_SIGMA * DEG))[:, None]
         ang[1:, [0, 2]] += curl
         spread = rng.normal(0.0, 6 * DEG)   # fingers together or apart
         ang[1:, 1] += spread * np.array([-1.0, -0.2, 0.6, 1.2])

@@ -20,7 +20,7 @@ from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, r
 from . import skin
 from .render import NEAR, Canvas, Light, Surface, shade
 
-RENDERER_VERSION = 5             # bump when the pictures change: rendered data of another version is redone
+RENDERER_VERSION = 6             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (20.0, 120.0)       # hand bounding box (longest side of its keypoints), pixels
@@ -37,7 +37,6 @@ OFFSCREEN_U = -400.0             # where an absent hand is put (its keypoints pr
 DEPTH_SCALE = 5.0                # RHD: metres = (R * 256 + G) / 2**16 * 5
 DEPTH_MAX = DEPTH_SCALE * 65535 / 65536  # background depth
 BLUR_RANGE = (0.05, 0.3)         # camera: Gaussian blur sigma (px), at most a slight softening: RHD is sharp
-MOTION_BLUR_P = 0.1
 NOISE_RANGE = (0.2, 1.0)         # sensor noise strength
 GAIN_RANGE = (0.6, 1.25)         # exposure
 GAMMA_RANGE = (0.85, 1.2)
@@ -478,15 +477,9 @@ def _sample_light(rng: np.random.Generator) -> Light:
 
 
 def _camera_effects(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Mild blur (also anti-aliases the edges), sensor noise, exposure and gamma -> uint8 RGB."""
+    """Mild blur (also anti-aliases the edges), sensor noise, exposure and gamma -> uint8 RGB. No motion
+    blur (until v5: 10 % of images): RHD renders still frames; training adds it (lib.augment)."""
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), float(rng.uniform(*BLUR_RANGE)))
-    if rng.random() < MOTION_BLUR_P:
-        k = int(rng.integers(3, 7))
-        ker = np.zeros((k, k), np.float32)
-        a = rng.uniform(0, np.pi)
-        cv2.line(ker, (int(k / 2 - np.cos(a) * k / 2), int(k / 2 - np.sin(a) * k / 2)),
-                 (int(k / 2 + np.cos(a) * k / 2), int(k / 2 + np.sin(a) * k / 2)), 1.0, 1)
-        img = cv2.filter2D(img, -1, ker / ker.sum())
     h, w = img.shape[:2]
     noise = rng.standard_normal((h // 2, w // 2, 3), dtype=np.float32)
     noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
