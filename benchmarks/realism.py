@@ -214,10 +214,11 @@ def provenance(argv: list[str]) -> dict[str, str]:
 
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
-    lines = ["| hands | setting | n | PCK@0.2 (box) | EPE (px, 128 crop) | kaggle MSE |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| hands | setting | n | PCK@0.2 (box) | ± (standard error over hands) | EPE (px, 128 crop) | kaggle MSE |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, setting, m in rows:
-        lines.append(f"| {name} | {setting} | {m['n']} | {m['pck']:.3f} | {m['epe']:.1f} | {m['mse']:.0f} |")
+        lines.append(f"| {name} | {setting} | {m['n']} | {m['pck']:.3f} | {m['pck_se']:.3f} | {m['epe']:.1f} "
+                     f"| {m['mse']:.0f} |")
     return "\n".join(lines)
 
 

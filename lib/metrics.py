@@ -110,7 +110,8 @@ def per_joint(pred, gt, vis=None) -> pd.DataFrame:
 def box_scores(pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray | None = None,
           alpha: float = 0.2) -> dict[str, float]:
     """PCK@alpha (box-normalised), EPE and kaggle MSE of (N,21,2) predictions in crop pixels,
-    over all joints, or over the `labelled` (N,21) ones (photos with unannotated joints)."""
+    over all joints, or over the `labelled` (N,21) ones (photos with unannotated joints); pck_se: the
+    PCK's standard error over hands (a hand's joints are not independent readings, so hands are the unit)."""
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (NUM_JOINTS, 2):
         raise ValueError(f"pred and gt: expected equal shapes (N, 21, 2), found {pred.shape} and {gt.shape}")
@@ -118,11 +119,15 @@ def box_scores(pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray | None = N
     if m.shape != gt.shape[:2]:
         raise ValueError(f"labelled: expected shape {gt.shape[:2]}, found {m.shape}")
     if not m.any():
-        return {"n": int(len(gt)), "pck": float("nan"), "epe": float("nan"), "mse": float("nan")}
+        return {"n": int(len(gt)), "pck": float("nan"), "pck_se": float("nan"), "epe": float("nan"),
+                "mse": float("nan")}
     d = np.linalg.norm(pred - gt, axis=-1)
     box = np.where(m[..., None], gt, np.nan)
     with warnings.catch_warnings():  # hands without a labelled joint: NaN threshold, never used
         warnings.simplefilter("ignore", RuntimeWarning)
         thr = alpha * np.nanmax(np.nanmax(box, axis=1) - np.nanmin(box, axis=1), axis=1)[:, None]
-    return {"n": int(len(gt)), "pck": float((d < thr)[m].mean()), "epe": float(d[m].mean()),
+    hit, w = ((d < thr) & m).sum(axis=1), m.sum(axis=1)  # per hand: joints within the threshold, labelled
+    pck = hit.sum() / w.sum()
+    se = np.sqrt(np.sum((hit - pck * w) ** 2)) / w.sum()  # of a ratio of sums over hands (cluster-robust)
+    return {"n": int(len(gt)), "pck": float(pck), "pck_se": float(se), "epe": float(d[m].mean()),
             "mse": float(np.mean(((pred - gt) ** 2)[m]))}

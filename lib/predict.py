@@ -180,7 +180,8 @@ def check_real_hands(run: str | os.PathLike | Run, reference=None, device: str =
         rows.append({"hands": hands.name, **metrics.box_scores(pred, hands.kp, hands.labelled)})
         tiles += [viz.compare(c, p, k) for c, p, k in zip(hands.crops, pred, hands.kp)]
         labels += [f"{hands.name.split()[-1]} {i}" for i in range(len(hands.crops))]
-    table = pd.DataFrame(rows).rename(columns={"pck": "PCK@0.2", "epe": "EPE (px)", "mse": "kaggle MSE"})
+    table = pd.DataFrame(rows).rename(columns={"pck": "PCK@0.2", "pck_se": "± (over hands)", "epe": "EPE (px)",
+                                          "mse": "kaggle MSE"})
     table.insert(0, "run", run.name)
     return table, viz.grid(tiles, cols=6, labels=labels)
 

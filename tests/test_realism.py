@@ -44,6 +44,17 @@ def test_score_hand_computed():
     assert metrics.box_scores(pred, gt, alpha=0.1)["pck"] == pytest.approx(20 / 42)  # thresholds 1 and 2
 
 
+def test_pck_standard_error_is_over_hands():
+    gt = np.stack([box_hand(10, 10)] * 4)
+    pred = gt.copy()
+    pred[2:] += (0, 5)                 # hands 2 and 3 miss every joint: PCK 0.5
+    s = metrics.box_scores(pred, gt)
+    assert s["pck"] == 0.5
+    assert s["pck_se"] == pytest.approx(0.25)  # sqrt(4 * (21 * 0.5)^2) / 84: the spread of 4 hands, not 84 joints
+    assert metrics.box_scores(gt, gt)["pck_se"] == 0.0
+    assert np.isnan(metrics.box_scores(gt, gt, np.zeros((4, 21), bool))["pck_se"])
+
+
 def test_score_box_uses_labelled_joints_only():
     gt = box_hand(10, 10)[None].copy()
     gt[0, 3] = (0, 1000)               # an unannotated joint stored far away (OneHand10K stores (0, 0))
@@ -143,7 +154,7 @@ def test_corrupt_model_is_one_line(tmp_path):
 
 
 def test_out_writes_the_realism_section(tmp_path, monkeypatch):
-    rows = [("synthetic (seed 0, 1 images)", "upright", {"n": 2, "pck": 0.5, "epe": 20.0, "mse": 400.0})]
+    rows = [("synthetic (seed 0, 1 images)", "upright", {"n": 2, "pck": 0.5, "pck_se": 0.5, "epe": 20.0, "mse": 400.0})]
     monkeypatch.setattr(realism, "Judge", lambda: object())
     monkeypatch.setattr(realism, "measure", lambda *a, **k: rows)
     md = tmp_path / "B.md"
@@ -153,7 +164,7 @@ def test_out_writes_the_realism_section(tmp_path, monkeypatch):
     assert text.startswith("# Benchmarks\n\nprose\n") and "<!-- bench:realism -->" in text
     assert "`python -m benchmarks.realism --images 1 --out " in text and "- date: " in text
     assert "ai-edge-litert" in text or "opencv" in text
-    assert "| synthetic (seed 0, 1 images) | upright | 2 | 0.500 | 20.0 | 400 |" in text
+    assert "| synthetic (seed 0, 1 images) | upright | 2 | 0.500 | 0.500 | 20.0 | 400 |" in text
     assert realism.main(["--images", "1", "--out", str(md)]) == 0  # replaced, not appended
     assert md.read_text().count("<!-- bench:realism -->") == 1
 
