@@ -40,7 +40,7 @@ import numpy as np
 from lib.io import atomic_open, atomic_path, sweep_temporaries, write_json
 from lib.joints import NUM_JOINTS
 
-from .scene import (IMAGE_SIZE, RENDERER_VERSION, as_rng, decode_depth, encode_depth, project, render_scene, sample_scene,
+from .scene import (IMAGE_SIZE, RENDERER_VERSION, as_rng, encode_depth, project, render_scene, sample_scene,
                     visibility)
 
 SPLITS = ("training", "evaluation")
@@ -116,7 +116,7 @@ def _recompute(split_dir: Path, split: str, seed: int, index: int) -> dict[str, 
         return None
     scene = sample_scene(as_rng(image_seed(seed, split, index)))
     xyz = scene.xyz
-    vis = visibility(xyz, scene.K, mask, decode_depth(depth[:, :, ::-1]), scene.radii)
+    vis = visibility(xyz, scene.K, mask)
     uv = project(xyz, scene.K)
     return annotation_entry(np.concatenate([uv, vis[:, None]], axis=1), xyz, scene.K)
 

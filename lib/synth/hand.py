@@ -207,13 +207,15 @@ def forward_kinematics(shape: HandShape, pose: Pose) -> HandModel:
 
 
 # ---------------------------------------------------------------- pose sampling
-# archetypes: (name, weight, thumb[4], finger[4] for index..little) in degrees; None = relaxed
+# archetypes: (name, weight, thumb[4], finger[4] for index..little) in degrees; None = relaxed.
+# Since v7 closed hands are rarer (fist 1.0, claw 0.7, thumbs-up 0.6 until v6): RHD's curled end is less
+# curled than ours was (benchmarks.realism scene: index extension / palm q10 0.46 in RHD, 0.37 in v6).
 _RELAX = [[18, 0, 22, 14], [22, 0, 30, 16], [28, 0, 36, 20], [34, 0, 42, 22]]
 _FIST = [[88, 0, 100, 62]] * 4
 _FLAT = [[2, 0, 4, 3]] * 4
 ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
     ("relaxed", 9.0, [10, -15, 15, 20], _RELAX),
-    ("fist", 1.0, [40, 5, 45, 40], _FIST),
+    ("fist", 0.2, [40, 5, 45, 40], _FIST),
     ("point", 0.4, [38, 5, 35, 35], [[5, 0, 6, 4]] + _FIST[1:]),
     ("pinch", 0.8, [30, -25, 20, 25], [[42, 0, 48, 28], [30, 0, 36, 20], [36, 0, 40, 22], [40, 0, 44, 24]]),
     ("ok", 0.2, [30, -25, 20, 25], [[48, 0, 55, 35], [8, 0, 10, 5], [10, 0, 10, 5], [14, 0, 12, 6]]),
@@ -221,8 +223,8 @@ ARCHETYPES: tuple[tuple[str, float, list, list], ...] = (
     ("flat", 1.2, [0, -10, 5, 5], _FLAT),
     ("grasp", 1.8, [25, -35, 15, 15], [[50, 0, 55, 32], [55, 0, 58, 34], [58, 0, 60, 36], [62, 0, 62, 38]]),
     ("vsign", 0.2, [40, 5, 40, 40], [[4, -12, 5, 3], [4, 6, 5, 3]] + _FIST[2:]),
-    ("thumbs_up", 0.6, [-5, 15, 0, 0], _FIST),
-    ("claw", 0.7, [20, -30, 40, 40], [[-10, 0, 85, 60]] * 4),
+    ("thumbs_up", 0.3, [-5, 15, 0, 0], _FIST),
+    ("claw", 0.2, [20, -30, 40, 40], [[-10, 0, 85, 60]] * 4),
     ("three", 0.1, [40, 5, 40, 40], [[4, -8, 5, 3], [4, 0, 5, 3], [4, 8, 5, 3], [88, 0, 100, 62]]),
     ("random", 0.4, None, None),
 )

@@ -2,7 +2,7 @@
 lighting, backgrounds and camera effects; `render_image` turns a seed into one sample.
 
 A scene is sampled first (geometry, skin, placement: `sample_scene`) and drawn afterwards with
-the same random stream (`render_scene`), so joints, K and radii can be recomputed cheaply from
+the same random stream (`render_scene`), so joints and K can be recomputed cheaply from
 the seed alone (used to resume a dataset).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .hand import (HandModel, Pose, Prim, forward_kinematics, hand_primitives, r
 from . import skin
 from .render import NEAR, Canvas, Light, Surface, shade
 
-RENDERER_VERSION = 6             # bump when the pictures change: rendered data of another version is redone
+RENDERER_VERSION = 7             # bump when the pictures change: rendered data of another version is redone
 IMAGE_SIZE = 320
 FOCAL_RANGE = (280.0, 300.0)
 BBOX_RANGE = (20.0, 120.0)       # hand bounding box (longest side of its keypoints), pixels
@@ -143,11 +143,6 @@ class Scene:
     def xyz(self) -> np.ndarray:
         """(42,3) joints, left hand then right hand."""
         return np.concatenate([self.hands["left"].xyz, self.hands["right"].xyz])
-
-    @property
-    def radii(self) -> np.ndarray:
-        """(42,) surface radius around each joint (visibility tolerance)."""
-        return np.concatenate([self.hands["left"].model.radii, self.hands["right"].model.radii])
 
 
 # ---------------------------------------------------------------- placement
@@ -460,7 +455,7 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> dict[str, np.ndarray
     depth = quantize_depth(cv.depth)
     mask = cv.label.copy()
     xyz = scene.xyz
-    vis = visibility(xyz, scene.K, mask, depth, scene.radii)
+    vis = visibility(xyz, scene.K, mask)
     uv = project(xyz, scene.K)
     return dict(color=color, mask=mask, depth=depth,
                 uv_vis=np.concatenate([uv, vis[:, None]], axis=1).astype(np.float32),
@@ -512,10 +507,29 @@ def decode_depth(rgb: np.ndarray) -> np.ndarray:
     return ((rgb[..., 0].astype(np.float32) * 256 + rgb[..., 1]) / 65536.0 * DEPTH_SCALE).astype(np.float32)
 
 
-def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray, depth: np.ndarray,
-               radii: np.ndarray, tol: float = 0.004) -> np.ndarray:
-    """(42,) 0/1: joint inside the image, its pixel labelled as its own hand, and the surface seen
-    there no nearer than the joint's depth minus its surface radius (1.2 r + tol)."""
+VIS_RADIUS = 2  # px: the neighbourhood (5x5) whose segmentation decides a joint's visibility
+
+
+def related_ids(k: int) -> set[int]:
+    """Mask ids related to joint k of the 42 (RHD order): its own finger's three segments, plus the
+    palm for the wrist and the finger bases (MCPs)."""
+    off = 0 if k < NUM_JOINTS else 16
+    j = k % NUM_JOINTS
+    palm = {off + 17}
+    if j == 0:
+        return palm
+    f = (j - 1) // 4
+    finger = {off + 2 + 3 * f + s for s in range(3)}
+    return finger | palm if j % 4 == 0 else finger
+
+
+def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(42,) 0/1 by RHD's own rule (its author, lmb-freiburg/hand3d issue 32): a heuristic on the hand
+    segmentation in a neighbourhood of the projected joint, false outside the image or where the
+    neighbourhood is taken by classes unrelated to the joint. Here: in the 5x5 window, at least one
+    pixel of a related class (`related_ids`) and no fewer related than unrelated non-background ones
+    (for the wrist the forearm, PERSON_ID, counts as neither). So a joint hidden by its own finger still counts as visible (as in RHD), one behind another
+    finger, the palm, the other hand, an arm or an object does not."""
     xyz = np.asarray(xyz, np.float64)
     h, w = mask.shape
     uv = project(xyz, K)
@@ -523,11 +537,14 @@ def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray, depth: np.ndarr
     i = np.floor(uv[:, 1] + 0.5)
     inside = (xyz[:, 2] > NEAR) & (j >= 0) & (j < w) & (i >= 0) & (i < h)
     vis = np.zeros(len(xyz), np.float64)
+    r = VIS_RADIUS
     for k in np.nonzero(inside)[0]:
-        lab = int(mask[int(i[k]), int(j[k])])
-        own = LEFT_IDS if k < NUM_JOINTS else RIGHT_IDS
-        if lab in own and depth[int(i[k]), int(j[k])] >= xyz[k, 2] - (1.2 * radii[k] + tol):
-            vis[k] = 1.0
+        y, x = int(i[k]), int(j[k])
+        win = mask[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].ravel()
+        related = np.isin(win, list(related_ids(k))).sum()
+        neutral = (BACKGROUND_ID, PERSON_ID) if k % NUM_JOINTS == 0 else (BACKGROUND_ID,)  # the wrist's forearm
+        other = (~np.isin(win, neutral)).sum() - related
+        vis[k] = float(related >= 1 and related >= other)
     return vis
 
 
