@@ -11,7 +11,7 @@ either absent or complete, and the annotation pickle is written last.
 
 Interrupted runs *resume*: a hidden manifest (.synth_run.json) records the arguments while a
 run is unfinished. Rerunning with the same arguments (overwrite=False) keeps every image whose
-three PNGs exist and decode, recomputes its annotation from the seed and the saved mask/depth
+three PNGs exist and decode, recomputes its annotation from the seed and the saved mask
 (exactly what the renderer used), renders the missing ones and then writes the pickle and
 removes the manifest. Different arguments, a finished split (pickle present) or unknown files
 are refused with FileExistsError unless overwrite=True, which deletes color/, mask/, depth/,
@@ -103,7 +103,8 @@ def write_sample(split_dir: Path, index: int, sample: dict[str, np.ndarray]) -> 
 
 
 def _recompute(split_dir: Path, split: str, seed: int, index: int) -> dict[str, np.ndarray] | None:
-    """Annotation of an already written image, from its seed and saved mask/depth (None: redo it)."""
+    """Annotation of an already written image, from its seed and saved mask (None: redo it; its
+    three PNGs must exist and decode)."""
     color_p, mask_p, depth_p = _paths(split_dir, index)
     if not (color_p.is_file() and mask_p.is_file() and depth_p.is_file()):
         return None
