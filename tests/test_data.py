@@ -1,13 +1,12 @@
 """The data layer: the exact competition crop, file formats, readers' errors, split, cache."""
 import json
-import pickle
 
 import cv2
 import h5py
 import numpy as np
 import pytest
 
-from lib import data, joints
+from lib import data
 from lib.data import DataError, competition_crop, crop_box
 from tests.conftest import fake_rhd, skin_image
 

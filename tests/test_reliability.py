@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from lib import config, ensemble, pipeline, predict, train
 from lib.models import create_model
