@@ -6,6 +6,7 @@ side by side with real hands; and the same model as a leaderboard baseline.
     python -m benchmarks.realism --out BENCHMARKS.md        # also replace the realism section there
     python -m benchmarks.realism baseline [--data-dir DIR]  # predictions -> outputs/baselines/mediapipe_*/
     python -m benchmarks.realism scene [--images 2000]      # hand size, view and pose: synthetic vs RHD's test hands
+    python -m benchmarks.realism --rhd DIR                  # also real RHD crops, when you have the dataset
 
 The judge is MediaPipe's hand landmark network (`hand_landmark_full.tflite`, shipped inside the
 `mediapipe==0.10.21` wheel on PyPI), run offline with `ai-edge-litert`. Neither is part of the
@@ -190,6 +191,24 @@ def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandS
     return HandSet(name, np.stack(crops), np.stack(kps))
 
 
+def rhd_split_hands(rhd_dir: str | Path, n_images: int, split: str = "evaluation") -> HandSet:
+    """Competition crops of every usable hand in the first n images (by id) of an RHD-layout split: the
+    real RHD evaluation split, for users who have the dataset, or any rendered one (lib.synth)."""
+    from lib.data import read_rhd_annotations, read_rhd_image
+    anno = read_rhd_annotations(rhd_dir, split)
+    ids = sorted(anno)[:n_images]
+    crops, kps = [], []
+    for i in ids:
+        for c, k in usable_hand_crops(read_rhd_image(rhd_dir, split, i), anno[i]["uv_vis"]):
+            crops.append(c)
+            kps.append(k)
+    if not crops:
+        raise ValueError(f"{Path(rhd_dir) / split}: no usable hand (all 21 keypoints inside the image) "
+                         f"in its first {len(ids)} images")
+    return HandSet(f"RHD-layout {split} split in {rhd_dir} ({len(ids)} images)",
+                   np.stack(crops), np.stack(kps))
+
+
 # ---------------------------------------------------------------- provenance, fetch
 def versions() -> str:
     import importlib.metadata as md
@@ -244,11 +263,13 @@ def fetch() -> Path:
 
 # ---------------------------------------------------------------- the meter
 def measure(images: int, seed: int, settings: tuple[str, ...], judge: Judge | None = None,
-            reference: Path = SHARED) -> list[tuple[str, str, dict]]:
-    """(hands, setting, scores) for the synthetic renders and the real hands that are present."""
+            reference: Path = SHARED, rhd_dir: str | Path | None = None) -> list[tuple[str, str, dict]]:
+    """(hands, setting, scores) for the synthetic renders and the real hands that are present; rhd_dir:
+    also the first `images` images of that RHD-layout evaluation split (the real dataset, when you have it)."""
     judge = judge or Judge()
     rows = []
-    sets = (synthetic_hands(images, seed), synthetic_hands(max(images // 2, 1), seed, single=True),
+    rhd = rhd_split_hands(rhd_dir, images) if rhd_dir is not None else None  # first: a bad folder fails fast
+    sets = (synthetic_hands(images, seed), synthetic_hands(max(images // 2, 1), seed, single=True), rhd,
             rhd_hands(reference), photo_hands(reference))
     for hs in sets:
         if hs is None:
@@ -416,6 +437,9 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setting", nargs="+", choices=SETTINGS,
                     help="default: upright (measure); as-is best-rot upright (baseline)")
     ap.add_argument("--out", type=Path, help="measure: also write the section into this markdown file (e.g. BENCHMARKS.md)")
+    ap.add_argument("--rhd", type=Path, metavar="DIR",
+                    help="measure: also the first --images images of the RHD evaluation split in DIR (the real "
+                         "dataset's RHD_published_v2, or any RHD-layout folder)")
     ap.add_argument("--data-dir", default="auto", help="baseline: the dataset (default: as training picks it)")
     ap.add_argument("--profile", default=None, choices=["full", "cpu", "smoke", "auto"],
                     help="baseline: validation samples of this profile (default: those of the finished runs, else auto)")
@@ -437,7 +461,7 @@ def _main(argv: list[str] | None = None) -> int:
     if a.command == "baseline":
         make_baseline(a.data_dir, tuple(a.setting or BASELINES), a.profile, judge, argv=argv)
         return 0
-    rows = measure(a.images, a.seed, tuple(a.setting or ["upright"]), judge)
+    rows = measure(a.images, a.seed, tuple(a.setting or ["upright"]), judge, rhd_dir=a.rhd)
     p = provenance(argv)
     text = "\n".join(["### Realism meter: MediaPipe Hands on synthetic and real hands", "",
                       f"- command: `{p['command']}`", f"- date: {p['date']}", f"- versions: {p['versions']}",

@@ -238,6 +238,24 @@ def test_synthetic_keypoints_are_the_test_crops_of_the_renders():
     assert len(kp) == len(crops) > 0 and np.allclose(kp, np.stack(crops), atol=1e-4)
 
 
+def test_rhd_split_crops_are_those_of_the_renders(tmp_path):
+    # a rendered RHD-layout evaluation split, read back from its files: the same crops as rendered in memory
+    from lib.synth import render_dataset
+    render_dataset(tmp_path, "evaluation", 3, seed=5)
+    hs, mem = realism.rhd_split_hands(tmp_path, 3), realism.synthetic_hands(3, seed=5)
+    assert len(hs.crops) == len(mem.crops) > 0
+    assert np.array_equal(hs.crops, mem.crops) and np.allclose(hs.kp, mem.kp, atol=1e-4)
+    assert np.array_equal(realism.rhd_split_hands(tmp_path, 1).crops, realism.synthetic_hands(1, seed=5).crops)
+
+
+def test_rhd_option_with_a_wrong_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(realism, "Judge", lambda: object())
+    assert realism.main(["--images", "2", "--rhd", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "evaluation" / "anno_evaluation.pickle") in err[0]
+    assert "RHD layout" in err[0]
+
+
 def test_scene_statistics_match_rhd_test_hands(shared_reference):
     """The renderer's hand sizes, views and poses are calibrated to RHD's 3,611 real test hands (as a
     2nd-place model predicted them): the synthetic crops, with that model's error added, match them."""
