@@ -195,6 +195,11 @@ def test_hand_statistics_on_known_hands():
     s = realism.hand_statistics(kp)
     assert np.allclose(s["palm length (px)"], [40, 20, 40]) and np.allclose(s["box side (px)"], [70, 50, 40])
     assert np.allclose(s["palm / box"], [40 / 70, 20 / 50, 1.0])
+    ext = np.ptp(kp, axis=1)
+    assert np.allclose(s["box aspect (short / long side)"], ext.min(1) / ext.max(1))
+    line, square = np.zeros((21, 2)), np.zeros((21, 2))
+    line[:, 0], square[1:4] = np.arange(21), [[0, 10], [10, 0], [10, 10]]
+    assert np.allclose(realism.hand_statistics(np.stack([line, square]))["box aspect (short / long side)"], [0, 1])
     assert np.allclose(s["box to crop edge (px)"], [28, 14, 28])  # wrist at y 100: 28 px above the bottom edge
     assert np.allclose(s["middle extension / palm"], [0.75, 1.5, 0.0])
     assert set(s) >= {f"{f} extension / palm" for f in realism.FINGERS}
