@@ -287,15 +287,17 @@ SPREAD_ROW = "finger extension spread (std, index..little)"  # do a hand's finge
 
 def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
     """Per hand, from (N,21,2) crop keypoints: the keypoint box's longer side, its shorter side per
-    longer (how elongated the hand looks), its distance to the nearest crop edge (px; 0 for a hand at the image border), the palm's length (wrist -> middle MCP,
-    px) and its share of the box, each finger's tip-to-base distance per palm length, and how much those
-    of index..little differ within the hand (their standard deviation)."""
+    longer (how elongated the hand looks), its distance to the nearest crop edge (px; 0 for a hand at
+    the image border), the palm's length (wrist -> middle MCP, px) and its share of the box, each
+    finger's tip-to-base distance per palm length, and how much those of index..little differ within
+    the hand (their standard deviation)."""
     kp = np.asarray(kp, np.float64)
     box = np.ptp(kp, axis=1).max(axis=1)
     palm = np.linalg.norm(kp[:, MIDDLE_MCP] - kp[:, 0], axis=1)
     edge = np.minimum(kp.min(axis=1), CROP_SIZE - kp.max(axis=1)).min(axis=1)
-    out = {"box side (px)": box, "box aspect (short / long side)": np.ptp(kp, axis=1).min(axis=1) / np.maximum(box, 1e-9),
-           "box to crop edge (px)": edge, "palm length (px)": palm, "palm / box": palm / np.maximum(box, 1e-9)}
+    aspect = np.ptp(kp, axis=1).min(axis=1) / np.maximum(box, 1e-9)
+    out = {"box side (px)": box, "box aspect (short / long side)": aspect, "box to crop edge (px)": edge,
+           "palm length (px)": palm, "palm / box": palm / np.maximum(box, 1e-9)}
     for name, tip, base in zip(FINGERS, TIPS, BASES):
         out[f"{name} extension / palm"] = np.linalg.norm(kp[:, tip] - kp[:, base], axis=1) / np.maximum(palm, 1.0)
     out[SPREAD_ROW] = np.std([out[f"{name} extension / palm"] for name in FINGERS[1:]], axis=0)
