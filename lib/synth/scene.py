@@ -528,8 +528,9 @@ def visibility(xyz: np.ndarray, K: np.ndarray, mask: np.ndarray) -> np.ndarray:
     segmentation in a neighbourhood of the projected joint, false outside the image or where the
     neighbourhood is taken by classes unrelated to the joint. Here: in the 5x5 window, at least one
     pixel of a related class (`related_ids`) and no fewer related than unrelated non-background ones
-    (for the wrist the forearm, PERSON_ID, counts as neither). So a joint hidden by its own finger still counts as visible (as in RHD), one behind another
-    finger, the palm, the other hand, an arm or an object does not."""
+    (for the wrist the forearm, PERSON_ID, counts as neither). So a joint hidden by its own finger
+    still counts as visible (as in RHD), one behind another finger, the palm, the other hand, an arm
+    or an object does not."""
     xyz = np.asarray(xyz, np.float64)
     h, w = mask.shape
     uv = project(xyz, K)
