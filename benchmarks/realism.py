@@ -194,14 +194,10 @@ def synthetic_hands(n_images: int, seed: int = 0, single: bool = False) -> HandS
 def rhd_split_hands(rhd_dir: str | Path, n_images: int, split: str = "evaluation") -> HandSet:
     """Competition crops of every usable hand in the first n images (by id) of an RHD-layout split: the
     real RHD evaluation split, for users who have the dataset, or any rendered one (lib.synth)."""
-    from lib.data import read_rhd_annotations, read_rhd_image
+    from lib.data import read_rhd_annotations, split_crops
     anno = read_rhd_annotations(rhd_dir, split)
     ids = sorted(anno)[:n_images]
-    crops, kps = [], []
-    for i in ids:
-        for c, k in usable_hand_crops(read_rhd_image(rhd_dir, split, i), anno[i]["uv_vis"]):
-            crops.append(c)
-            kps.append(k)
+    crops, kps = split_crops(rhd_dir, split, anno, ids)
     if not crops:
         raise ValueError(f"{Path(rhd_dir) / split}: no usable hand (all 21 keypoints inside the image) "
                          f"in its first {len(ids)} images")
@@ -292,10 +288,11 @@ def hand_statistics(kp: np.ndarray) -> dict[str, np.ndarray]:
     finger's tip-to-base distance per palm length, and how much those of index..little differ within
     the hand (their standard deviation)."""
     kp = np.asarray(kp, np.float64)
-    box = np.ptp(kp, axis=1).max(axis=1)
+    extent = np.ptp(kp, axis=1)
+    box = extent.max(axis=1)
     palm = np.linalg.norm(kp[:, MIDDLE_MCP] - kp[:, 0], axis=1)
     edge = np.minimum(kp.min(axis=1), CROP_SIZE - kp.max(axis=1)).min(axis=1)
-    aspect = np.ptp(kp, axis=1).min(axis=1) / np.maximum(box, 1e-9)
+    aspect = extent.min(axis=1) / np.maximum(box, 1e-9)
     out = {"box side (px)": box, "box aspect (short / long side)": aspect, "box to crop edge (px)": edge,
            "palm length (px)": palm, "palm / box": palm / np.maximum(box, 1e-9)}
     for name, tip, base in zip(FINGERS, TIPS, BASES):

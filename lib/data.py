@@ -571,6 +571,18 @@ def usable_hand_crops(image: np.ndarray, uv_vis: np.ndarray) -> list[tuple[np.nd
     return [competition_crop(image, uv) for uv in hands if usable_hand(uv)]
 
 
+def split_crops(rhd_dir: str | os.PathLike, split: str, anno: dict[int, dict],
+                ids: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(crops, keypoints) of the usable hands of these images of an RHD split, left then right per
+    image: the test set's crops (build_competition), or any split's for the realism meter."""
+    crops, kps = [], []
+    for i in ids:
+        for c, k in usable_hand_crops(read_rhd_image(rhd_dir, split, i), anno[i]["uv_vis"]):
+            crops.append(c)
+            kps.append(k)
+    return crops, kps
+
+
 def _usable_hands(anno: dict[int, dict], path: str) -> list[tuple[int, int]]:
     """(frame, hand) of the usable hands of an RHD split; a degenerate hand inside the image is skipped
     with a line naming it."""
@@ -606,12 +618,8 @@ def build_competition(rhd_dir: str | os.PathLike, out_dir: str | os.PathLike, ov
     summary["train_images"], summary["train_hands"] = len(train), len(entries)
 
     test = read_rhd_annotations(rhd_dir, "evaluation")
-    crops, labels = [], []
     test_entries = _usable_hands(test, str(rhd_dir / "evaluation" / "anno_evaluation.pickle"))
-    for i in sorted({i for i, _ in test_entries}):
-        for c, k in usable_hand_crops(read_rhd_image(rhd_dir, "evaluation", i), test[i]["uv_vis"]):
-            crops.append(c)
-            labels.append(k)
+    crops, labels = split_crops(rhd_dir, "evaluation", test, sorted({i for i, _ in test_entries}))
     write_testing(out_dir / "testing.h5",
                   np.stack(crops) if crops else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8))
     write_keypoints_csv(out_dir / "solution.csv", np.stack(labels) if labels else np.zeros((0, NUM_JOINTS, 2)))

@@ -18,7 +18,7 @@ from lib.synth import (JOINT_LIMITS, bone_length_limits, decode_depth, encode_de
                        forward_kinematics, pose_from_degrees, project, render_dataset, render_image,
                        render_scene, sample_pose, sample_scene, sample_shape, single_hand_scene)
 from lib.synth.hand import rot_y
-from lib.synth.scene import DEPTH_MAX, PERSON_ID, as_rng, related_ids, visibility
+from lib.synth.scene import DEPTH_MAX, PERSON_ID, VIS_RADIUS, as_rng, related_ids, visibility
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,9 +207,10 @@ def test_visible_joints_lie_on_their_own_hand(samples: list[dict]) -> None:
         ij = np.floor(uv + 0.5).astype(int)
         inside = ((ij >= 0) & (ij < 320)).all(axis=1)
         assert not vis[~inside].any()
-        for k in np.nonzero(vis)[0]:  # a related class in the joint's 5x5 neighbourhood
+        r = VIS_RADIUS
+        for k in np.nonzero(vis)[0]:  # a related class in the joint's neighbourhood
             x, y = ij[k]
-            assert np.isin(s["mask"][max(y - 2, 0):y + 3, max(x - 2, 0):x + 3], list(related_ids(k))).any()
+            assert np.isin(s["mask"][max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1], list(related_ids(k))).any()
         n_in += inside.sum()
         n_vis += vis.sum()
     # occlusion by other fingers, the palm, the other hand and objects is common, but most joints are seen
