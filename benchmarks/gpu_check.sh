@@ -64,7 +64,7 @@ fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, timm, albumentations as A; print('torch', torch.__version__, 'timm', timm.__version__,
 'albumentations', A.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')";
-  echo "cores $(nproc)"; } 2>&1 | tee -a "$LOG"
+  echo "cores $(nproc); $(lscpu 2>/dev/null | grep -E '^(Model name|Thread\(s\) per core|Core\(s\) per socket|Socket\(s\))' | tr -s ' ' | paste -sd';')"; } 2>&1 | tee -a "$LOG"
 
 if $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then GRAPH=--cuda-graph
 else GRAPH=--no-cuda-graph; say "no CUDA: the CUDA graph rows and the GPU-only tests are left out"; fi
