@@ -89,10 +89,12 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--steps", type=int, default=None, help="timed steps (default 5 CPU, 50 GPU)")
     p_lo.add_argument("--cuda-graph", default="off", help="off, on, or off,on (both rows)")
     p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | compiled | auto (device on CUDA)")
-    p_lo.add_argument("--warp-on-device", action="store_true", help="the workers send the 192 context; "
-                      "the device warps it (with --pixel-ops device or compiled)")
-    p_lo.add_argument("--cache-on-device", action="store_true", help="the crop cache's images on the device; the "
-                      "workers send no image (with --warp-on-device)")
+    p_lo.add_argument("--warp-on-device", action=argparse.BooleanOptionalAction, default=None,
+                      help="the workers send the 192 context; the device warps it (with --pixel-ops device or "
+                      "compiled; default: as training, on CUDA)")
+    p_lo.add_argument("--cache-on-device", action=argparse.BooleanOptionalAction, default=None,
+                      help="the crop cache's images on the device; the workers send no image (with "
+                      "--warp-on-device; default: as training, on CUDA when they fit)")
     p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
     p_lo.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graph on: "
                       "the compiled step captured in the graph)")

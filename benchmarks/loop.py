@@ -41,8 +41,8 @@ class PhaseTimer:
 def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch: int | None = None,
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
-               profile: str = "auto", breakdown: bool = True, warp_on_device: bool = False,
-               progress=None, compile: bool = False, cache_on_device: bool = False) -> pd.DataFrame:
+               profile: str = "auto", breakdown: bool = True, warp_on_device: bool | None = None,
+               progress=None, compile: bool = False, cache_on_device: bool | None = None) -> pd.DataFrame:
     """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
     host syncs per step, and (breakdown) milliseconds per step in each phase; `progress(table so
     far)` after each row."""
@@ -71,8 +71,8 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
-                           "pixel ops": trainer.cfg.pixel_ops + (" + warp" if warp_on_device else "")
-                           + (" + images on the device" if cache_on_device else ""),
+                           "pixel ops": trainer.cfg.pixel_ops + (" + warp" if trainer.cfg.warp_on_device else "")
+                           + (" + images on the device" if trainer.cfg.cache_on_device else ""),
                            "workers": trainer.cfg.workers,
                            "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
                            "loop / model": lean["steady_img_s"] / model_only[(model, b)],
@@ -83,6 +83,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                         trainer.timer = timer = PhaseTimer(device)
                         trainer.time_epoch(2)
                         row.update({f"{phase} (ms)": 1e3 * s / steps for phase, s in timer.sums.items()})
+                    trainer.close()
                     del trainer
                 print(f"loop: {row['loop img/s']:.0f} img/s = {row['loop / model']:.2f} x the model alone", flush=True)
                 rows.append(row)

@@ -138,8 +138,9 @@ class TrainConfig:
     cuda_graph: bool = False          # the whole step as one CUDA graph (small batches; one GPU, bf16 or off)
     check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
     pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | compiled | auto (device on CUDA)
-    warp_on_device: bool = False      # with pixel_ops device: the workers send the 192 context, the device warps it
-    cache_on_device: bool = False     # with warp_on_device: the crop cache's images on the device; the workers send no image
+    warp_on_device: bool | None = None   # with pixel_ops device: the workers send the 192 context, the device warps it; None: on CUDA
+    cache_on_device: bool | None = None  # with warp_on_device: the crop cache's images on the device, the workers send no image;
+    #                                      None: on CUDA when they take at most half the free device memory (Trainer)
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)
 
@@ -173,6 +174,11 @@ class TrainConfig:
         c.amp = resolve_amp(c.amp, c.device)
         if c.pixel_ops == "auto":
             c.pixel_ops = "device" if c.device.startswith("cuda") and c.augment == "modern" else "workers"
+        gpu_input = c.device.startswith("cuda") and c.pixels_on_device  # H100: the loop at 0.69-0.91 of the model
+        if c.warp_on_device is None:
+            c.warp_on_device = gpu_input
+        if c.cache_on_device is None and not c.warp_on_device:
+            c.cache_on_device = False  # else None stays: the Trainer decides once it knows the hands' number
         if c.workers is None:
             c.workers = default_workers()
         c.data_dir = str(ensure_data(c.data_dir, c.profile, render=False).resolve())  # absolute: usable from anywhere

@@ -935,9 +935,18 @@ class DeviceImages:
     so no image crosses the process boundary (on a GPU the input then stops capping the loop).
     Needs (n x 160 KB) of device memory: 9.2 GB for the 57,466 RHD hands."""
 
+    @staticmethod
+    def nbytes(cache: CropCache) -> int:
+        return len(cache) * 3 * (CTX_SIZE ** 2 + CROP_SIZE ** 2)
+
+    @staticmethod
+    def fits(cache: CropCache, device: str, share: float) -> bool:
+        """A CUDA device with room for the images in `share` of its free memory (the default's test)."""
+        return (str(device).startswith("cuda")
+                and DeviceImages.nbytes(cache) <= share * torch.cuda.mem_get_info(torch.device(device))[0])
+
     def __init__(self, cache: CropCache, device: str, chunk: int = 1024):
-        n = len(cache)
-        need = n * 3 * (CTX_SIZE ** 2 + CROP_SIZE ** 2)
+        n, need = len(cache), self.nbytes(cache)
         if str(device).startswith("cuda"):
             free = torch.cuda.mem_get_info(torch.device(device))[0]
             if need > 0.8 * free:  # leave room for the model

@@ -1,6 +1,7 @@
 """The lean training step: host synchronisations counted, a late-detected NaN still named at its step,
 the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager one and a step
 that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -145,6 +146,22 @@ def test_workers_keep_to_one_thread_each(tiny_data, tmp_path, monkeypatch):
     assert config.default_workers() == 15
 
 
+def test_fit_and_close_stop_the_workers_at_once(tiny_data, tmp_path):
+    """Persistent workers left to the garbage collector or to exit cost PyTorch's 5-s join timeout
+    each (75 s for 15 workers on the H100): fit() stops them itself, close() does for a trainer used
+    through time_epoch (python -m benchmarks loop)."""
+    before = set(multiprocessing.active_children())
+    train.Trainer(TrainConfig(**small(tiny_data, tmp_path, workers=2, epochs=1))).fit()
+    assert set(multiprocessing.active_children()) <= before
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, workers=2, run="timed")))
+    trainer.time_epoch(0)
+    assert len(set(multiprocessing.active_children()) - before) == 2
+    start = time.perf_counter()
+    trainer.close()
+    assert time.perf_counter() - start < 3.0
+    assert set(multiprocessing.active_children()) <= before
+
+
 def test_the_gpu_profile_trains_only_the_modern_model_on_the_full_synthetic_set(tiny_data):
     from lib import pipeline
 
@@ -183,6 +200,30 @@ def test_cache_on_device_gives_the_same_inputs(tiny_data, tmp_path):
         xs.append(train.to_input(batch, "cpu", False, images=trainer.images))
     assert xs[0].shape == (8, 3, 128, 128)
     torch.testing.assert_close(xs[0], xs[1], rtol=0, atol=0)
+
+
+def test_the_images_go_to_the_device_by_default_on_cuda_only(tiny_data, tmp_path, monkeypatch):
+    """On the H100 the workers' transport capped the loop; with the warp and the images on the device
+    the loop reached 0.69-0.91 of the model alone (BENCHMARKS 7c). So CUDA runs of the modern
+    augmentation do it unless told otherwise, the images only when they take at most half the free
+    device memory."""
+    def resolved(**kw):
+        c = TrainConfig(**small(tiny_data, tmp_path, pixel_ops="auto", **kw)).resolved()
+        return c.pixel_ops, c.warp_on_device, c.cache_on_device
+
+    assert resolved() == ("workers", False, False)
+    monkeypatch.setattr(config, "resolve_device", lambda device: "cuda")
+    assert resolved() == ("device", True, None)  # None: the Trainer decides by the memory
+    assert resolved(warp_on_device=False) == ("device", False, False)
+    assert resolved(cache_on_device=False) == ("device", True, False)
+    assert resolved(recipe="paper") == ("workers", False, False)
+    hands = range(1000)
+    need = data.DeviceImages.nbytes(hands)
+    assert need == 1000 * 3 * (192 ** 2 + 128 ** 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 4 * need))
+    assert data.DeviceImages.fits(hands, "cuda", share=0.5)
+    assert not data.DeviceImages.fits(range(1001), "cuda", share=0.5)
+    assert not data.DeviceImages.fits(hands, "cpu", share=0.5)
 
 
 def test_cache_on_device_needs_the_warp_on_device(tiny_data, tmp_path):
