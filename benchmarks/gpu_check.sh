@@ -2,13 +2,14 @@
 # Every GPU measurement of BENCHMARKS.md §7 in one command, in two parts that also run alone
 # (a short GPU lease can take them as two calls):
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile]   # default outputs/gpu_check, all
-#   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                  # the rehearsal: tiny sizes, runs on a CPU too
+#   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile|compile]  # default outputs/gpu_check, all
+#   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                          # the rehearsal: tiny sizes, runs on a CPU too
 #
-#   bench   (~8 min on one H100, under the 10-min limit of one call): the GPU tests; the training
-#           loop at the report's batch 8 with a CUDA graph, and at batch 256 with the images held
-#           on the device (--cache-on-device, compiled pixel ops); the input alone; batch 8 with
-#           the compiled model in the graph (resnet34); IRv2 alone, eager and compiled (last).
+#   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; IRv2 alone; the
+#           training loop at the report's batch 8 with a CUDA graph, and at batch 256 with the warp
+#           and the images on the device (the CUDA defaults) and compiled pixel ops; the input
+#           alone; batch 8 with the compiled model in the graph (resnet34).
+#   compile (~5 min): IRv2 alone, compiled block by block (over 110 s on the H100, 2026-11-27).
 #   profile (~10 min: render ~4.5, data build ~1.5, training 3, predict): `make run PROFILE=gpu`'s
 #           work without Jupyter (the gpu profile's data, the modern model for the profile's
 #           minutes, predict and score), each phase timed, the learning curve in profile.log.
@@ -19,12 +20,13 @@
 # annotated-types, typing-inspection, stringzilla, simsimd) in .whl/ (README, "GPU"); they are
 # installed into a temporary folder first. Each step has its own time limit; a failed step is logged
 # and the next one runs. Output (8 files at most): OUT_DIR/gpu_check.log (everything),
-# BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), profile.log, curve.csv, log.csv.
+# BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), BENCHMARKS.compile.md, profile.log,
+# curve.csv, log.csv.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-outputs/gpu_check}
 PART=${2:-all}
-case $PART in all|bench|profile) ;; *) echo "gpu_check.sh: expected the part all, bench or profile, found '$PART'" >&2; exit 2;; esac
+case $PART in all|bench|profile|compile) ;; *) echo "gpu_check.sh: expected the part all, bench, profile or compile, found '$PART'" >&2; exit 2;; esac
 mkdir -p "$OUT_DIR"
 LOG=$OUT_DIR/gpu_check.log
 MD=$OUT_DIR/BENCHMARKS.gpu.md
@@ -46,10 +48,10 @@ if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     SMALL=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34;
     SMALL_MODELS=resnet34; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
     COMPILE_S=10
-else
+else  # limits from the H100 run of 2026-11-27: tests 69 s, the small data 73 s, 6 loop rows at batch 256 93 s
     SMALL=(4500 300); STEPS=20; BATCH_BIG=256; MODELS=hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2
     SMALL_MODELS=resnet34,cpm,inception_v3,irv2; WORKERS=$(($(nproc) - 1))
-    INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-3}; BIG=irv2; COMPILE_S=110
+    INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-3}; BIG=irv2; COMPILE_S=240
 fi
 
 # 0. the packages the GPU box lacks, from carried wheels
@@ -72,7 +74,7 @@ else GRAPH=--no-cuda-graph; say "no CUDA: the CUDA graph rows and the GPU-only t
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}  # the benchmarks' small data set and the runs: kept out of OUT_DIR
 mkdir -p "$WORK"
 
-if [ "$PART" != profile ]; then
+if [ "$PART" = all ] || [ "$PART" = bench ]; then
     # 1. the GPU's own checks (nothing else running): graph step = eager step, a step never waits, pixel ops match
     step 90 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
         -o addopts="" -k cuda
@@ -84,15 +86,15 @@ if [ "$PART" != profile ]; then
       $PY -m lib.data build --rhd "$DATA/rhd" --out "$DATA" --overwrite && $PY -m lib.data cache "$DATA" ) \
         >"$WORK/small.log" 2>&1 &
     SMALL_PID=$!
-    step 45 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
+    step 75 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
     wait $SMALL_PID; say "small data: exit $? ($(tail -n 1 "$WORK/small.log" | tr '\r' '\n' | tail -n 1))"
 
     # 3. the loop: the report's batch 8 with a CUDA graph; batch 256 as the defaults run it; batch 256
     #    with the images on the device and compiled pixel ops (the workers send parameters only)
-    [ "$GRAPH" = --cuda-graph ] && step 75 "loop batch 8, CUDA graph" $PY -m benchmarks loop --models "$SMALL_MODELS" \
+    [ "$GRAPH" = --cuda-graph ] && step 120 "loop batch 8, CUDA graph" $PY -m benchmarks loop --models "$SMALL_MODELS" \
         --recipes paper --cuda-graph on --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
     step 120 "loop batch $BATCH_BIG, images on the device" $PY -m benchmarks loop --models "$MODELS" \
-        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled --warp-on-device --cache-on-device \
+        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled \
         --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
 
     # 4. the input alone (the workers' share in each mode), then the compiles: batch 8 with the
@@ -100,16 +102,19 @@ if [ "$PART" != profile ]; then
     step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
         --pipelines modern,modern-deferred,modern-context,modern-params --n "$INPUT_N" --data-dir "$DATA" --out "$MD"
     cat "$OUT_DIR/BENCHMARKS.loop_warp.md" >>"$MD" 2>/dev/null && rm -f "$OUT_DIR/BENCHMARKS.loop_warp.md"
-    [ "$GRAPH" = --cuda-graph ] && step 90 "loop batch 8, CUDA graph + compile" $PY -m benchmarks loop \
+    [ "$GRAPH" = --cuda-graph ] && step 75 "loop batch 8, CUDA graph + compile" $PY -m benchmarks loop \
         --models "${SMALL_MODELS%%,*}" --recipes paper --cuda-graph on --compile --steps "$((STEPS * 2))" \
         --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
     cat "$OUT_DIR/BENCHMARKS.loop_warp.md" >>"$OUT_DIR/BENCHMARKS.loop_small.md" 2>/dev/null && rm -f "$OUT_DIR/BENCHMARKS.loop_warp.md"
-    step $((COMPILE_S + 20)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
-        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
     say "bench part done"
 fi
 
-if [ "$PART" != bench ]; then
+if [ "$PART" = all ] || [ "$PART" = compile ]; then
+    step $((COMPILE_S + 30)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
+        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$OUT_DIR/BENCHMARKS.compile.md"
+fi
+
+if [ "$PART" = all ] || [ "$PART" = profile ]; then
     # 5. the gpu profile without Jupyter (notebook 07's calls): data, training, predict, each timed
     P0=$(date +%s) L0=$(($(wc -l <"$LOG") + 1))
     step 900 "profile data" $PY -m lib.pipeline --profile "$PROFILE" --only data
