@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md §7 in one command, in two parts that also run alone
-# (a short GPU lease can take them as two calls):
+# Every GPU measurement of BENCHMARKS.md §7 in one command, in three parts that also run alone
+# (a short GPU lease takes one part per call):
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile|compile]  # default outputs/gpu_check, all
 #   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                          # the rehearsal: tiny sizes, runs on a CPU too
 #
-#   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; IRv2 alone; the
-#           training loop at the report's batch 8 with a CUDA graph, and at batch 256 with the warp
-#           and the images on the device (the CUDA defaults) and compiled pixel ops; the input
-#           alone; batch 8 with the compiled model in the graph (resnet34).
-#   compile (~5 min): IRv2 alone, compiled block by block (over 110 s on the H100, 2026-11-27).
+#   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; the training
+#           loop at the report's batch 8 with a CUDA graph; at batch 256 with the warp and the
+#           images on the device (the CUDA defaults) and compiled pixel ops, the three fastest
+#           models also with the step in a CUDA graph; batch 8 with the compiled model in the graph.
+#   compile (~6 min): IRv2 alone; the input alone; IRv2 compiled block by block (240 s to compile;
+#           over 110 s on the H100, 2026-11-27).
 #   profile (~10 min: render ~4.5, data build ~1.5, training 3, predict): `make run PROFILE=gpu`'s
 #           work without Jupyter (the gpu profile's data, the modern model for the profile's
 #           minutes, predict and score), each phase timed, the learning curve in profile.log.
@@ -46,11 +47,12 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     SMALL=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34;
-    SMALL_MODELS=resnet34; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
+    SMALL_MODELS=resnet34; FAST_MODELS=hm_resnet18_64; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
     COMPILE_S=10
 else  # limits from the H100 run of 2026-11-27: tests 69 s, the small data 73 s, 6 loop rows at batch 256 93 s
     SMALL=(4500 300); STEPS=20; BATCH_BIG=256; MODELS=hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2
-    SMALL_MODELS=resnet34,cpm,inception_v3,irv2; WORKERS=$(($(nproc) - 1))
+    SMALL_MODELS=resnet34,cpm,inception_v3,irv2; FAST_MODELS=hm_resnet18_64,hm_resnet18,resnet34
+    WORKERS=$(($(nproc) - 1))
     INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-3}; BIG=irv2; COMPILE_S=240
 fi
 
@@ -74,44 +76,59 @@ else GRAPH=--no-cuda-graph; say "no CUDA: the CUDA graph rows and the GPU-only t
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}  # the benchmarks' small data set and the runs: kept out of OUT_DIR
 mkdir -p "$WORK"
 
-if [ "$PART" = all ] || [ "$PART" = bench ]; then
-    # 1. the GPU's own checks (nothing else running): graph step = eager step, a step never waits, pixel ops match
-    step 90 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
-        -o addopts="" -k cuda
-
-    # 2. a small data set for the loop benchmarks, rendered on all cores beside IRv2 alone (GPU-bound)
-    DATA=$WORK/data
-    ( $PY -m lib.synth --out "$DATA/rhd" --split training --images "${SMALL[0]}" --seed 0 --workers "$WORKERS" &&
-      $PY -m lib.synth --out "$DATA/rhd" --split evaluation --images "${SMALL[1]}" --seed 1 --workers "$WORKERS" &&
-      $PY -m lib.data build --rhd "$DATA/rhd" --out "$DATA" --overwrite && $PY -m lib.data cache "$DATA" ) \
-        >"$WORK/small.log" 2>&1 &
+# a small data set for the loop and input benchmarks (once per machine), on all cores: in the background
+DATA=$WORK/data
+small_data() {
+    [ -f "$DATA/small.done" ] && return 0
+    $PY -m lib.synth --out "$DATA/rhd" --split training --images "${SMALL[0]}" --seed 0 --workers "$WORKERS" &&
+    $PY -m lib.synth --out "$DATA/rhd" --split evaluation --images "${SMALL[1]}" --seed 1 --workers "$WORKERS" &&
+    $PY -m lib.data build --rhd "$DATA/rhd" --out "$DATA" --overwrite && $PY -m lib.data cache "$DATA" &&
+    touch "$DATA/small.done"
+}
+TMP_MD=$OUT_DIR/BENCHMARKS.tmp.md  # a second table of the same kind: its own file first (--out replaces a section)
+append() { cat "$TMP_MD" >>"$1" 2>/dev/null; rm -f "$TMP_MD"; }
+wait_small() { wait "$SMALL_PID"; say "small data: exit $? ($(tail -n 1 "$WORK/small.log" | tr '\r' '\n' | tail -n 1))"; }
+if [ "$PART" != profile ]; then
+    mkdir -p "$DATA"; small_data >"$WORK/small.log" 2>&1 &
     SMALL_PID=$!
-    step 75 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" --out "$MD"
-    wait $SMALL_PID; say "small data: exit $? ($(tail -n 1 "$WORK/small.log" | tr '\r' '\n' | tail -n 1))"
+fi
 
-    # 3. the loop: the report's batch 8 with a CUDA graph; batch 256 as the defaults run it; batch 256
-    #    with the images on the device and compiled pixel ops (the workers send parameters only)
+if [ "$PART" = all ] || [ "$PART" = bench ]; then
+    # 1. the GPU's own checks (beside the render): graph step = eager step, a step never waits, pixel ops match
+    step 100 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
+        -o addopts="" -k cuda
+    wait_small
+
+    # 2. the loop: the report's batch 8 with a CUDA graph; batch 256 on the CUDA defaults (the warp
+    #    and the images on the device: the workers send parameters only) with compiled pixel ops;
+    #    the fast models again with the step in a CUDA graph; batch 8 with the compiled model in the graph
     [ "$GRAPH" = --cuda-graph ] && step 120 "loop batch 8, CUDA graph" $PY -m benchmarks loop --models "$SMALL_MODELS" \
         --recipes paper --cuda-graph on --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
     step 120 "loop batch $BATCH_BIG, images on the device" $PY -m benchmarks loop --models "$MODELS" \
-        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled \
-        --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
-
-    # 4. the input alone (the workers' share in each mode), then the compiles: batch 8 with the
-    #    compiled model in the graph, IRv2 compiled
-    step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
-        --pipelines modern,modern-deferred,modern-context,modern-params --n "$INPUT_N" --data-dir "$DATA" --out "$MD"
-    cat "$OUT_DIR/BENCHMARKS.loop_warp.md" >>"$MD" 2>/dev/null && rm -f "$OUT_DIR/BENCHMARKS.loop_warp.md"
+        --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled --data-dir "$DATA" --out "$MD"
+    [ "$GRAPH" = --cuda-graph ] && step 90 "loop batch $BATCH_BIG, CUDA graph" $PY -m benchmarks loop \
+        --models "$FAST_MODELS" --batch "$BATCH_BIG" --steps "$STEPS" --pixel-ops compiled --cuda-graph on \
+        --data-dir "$DATA" --out "$TMP_MD"
+    append "$MD"
     [ "$GRAPH" = --cuda-graph ] && step 75 "loop batch 8, CUDA graph + compile" $PY -m benchmarks loop \
         --models "${SMALL_MODELS%%,*}" --recipes paper --cuda-graph on --compile --steps "$((STEPS * 2))" \
-        --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_warp.md"
-    cat "$OUT_DIR/BENCHMARKS.loop_warp.md" >>"$OUT_DIR/BENCHMARKS.loop_small.md" 2>/dev/null && rm -f "$OUT_DIR/BENCHMARKS.loop_warp.md"
+        --data-dir "$DATA" --out "$TMP_MD"
+    append "$OUT_DIR/BENCHMARKS.loop_small.md"
     say "bench part done"
 fi
 
 if [ "$PART" = all ] || [ "$PART" = compile ]; then
+    # 3. IRv2 alone (GPU-bound, beside the render if it still runs), the input alone (the workers'
+    #    share in each mode), then IRv2 compiled block by block
+    step 60 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" \
+        --out "$OUT_DIR/BENCHMARKS.compile.md"
+    [ "$PART" = compile ] && wait_small
+    step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
+        --pipelines modern,modern-deferred,modern-context,modern-params --n "$INPUT_N" --data-dir "$DATA" \
+        --out "$OUT_DIR/BENCHMARKS.compile.md"
     step $((COMPILE_S + 30)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
-        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$OUT_DIR/BENCHMARKS.compile.md"
+        --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$TMP_MD"
+    append "$OUT_DIR/BENCHMARKS.compile.md"
 fi
 
 if [ "$PART" = all ] || [ "$PART" = profile ]; then
