@@ -947,11 +947,10 @@ class DeviceImages:
 
     def __init__(self, cache: CropCache, device: str, chunk: int = 1024):
         n, need = len(cache), self.nbytes(cache)
-        if str(device).startswith("cuda"):
+        if str(device).startswith("cuda") and not self.fits(cache, device, share=0.8):  # room for the model
             free = torch.cuda.mem_get_info(torch.device(device))[0]
-            if need > 0.8 * free:  # leave room for the model
-                raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free device memory for the "
-                                f"{n} hands of {cache.dir}, found {free / 2**30:.1f} GiB free; train without it")
+            raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free device memory for the "
+                            f"{n} hands of {cache.dir}, found {free / 2**30:.1f} GiB free; train without it")
         self.ctx = torch.empty((n, CTX_SIZE, CTX_SIZE, 3), dtype=torch.uint8, device=device)
         self.crop = torch.empty((n, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=device)
         for start in range(0, n, chunk):  # a chunk at a time: no second full copy in host memory

@@ -137,13 +137,13 @@ def _job(args: tuple[str, str, int, int, bool]) -> tuple[int, dict[str, np.ndarr
 
 
 def _init_worker() -> None:
-    """A render process's start: one thread each for OpenCV, BLAS and OpenMP (N processes on N cores;
-    the H100 box's 16 cores rendered only ~10 img/s per process against ~30 on this repo's CPU box)."""
-    cv2.setNumThreads(1)
-    with contextlib.suppress(ImportError):  # threadpoolctl is optional
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
+    """A render process's start: one thread each for OpenCV, torch, BLAS and OpenMP, as a DataLoader
+    worker's (N processes on N cores; the H100 box's 16 cores rendered only ~10 img/s per process
+    against ~30 on this repo's CPU box)."""
+    from lib.data import worker_init
+
     from . import backgrounds
+    worker_init()
     backgrounds.photos()
 
 
