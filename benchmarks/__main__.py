@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", default="0,1,2", help="DataLoader worker counts, comma-separated")
         p.add_argument("--pipelines", default="none,paper,modern",
                        help="augmentation pipelines, comma-separated: none, paper, modern, modern-deferred, "
-                       "modern-context, modern-params (the workers' share under --pixel-ops device, with "
-                       "--warp-on-device, with --cache-on-device)")
+                       "modern-context (the workers' share under --pixel-ops device, with --warp-on-device), "
+                       "modern-drawn (--cache-on-device: the main process draws a batch at a time, no workers)")
         p.add_argument("--data-dir", default="auto")
     for p in (p_mo, p_one, p_all):
         p.add_argument("--batch", type=int, default=None, help="training batch (default 16 CPU, 256 GPU)")
@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
                       help="the workers send the 192 context; the device warps it (with --pixel-ops device or "
                       "compiled; default: as training, on CUDA)")
     p_lo.add_argument("--cache-on-device", action=argparse.BooleanOptionalAction, default=None,
-                      help="the crop cache's images on the device; the workers send no image (with "
+                      help="the crop cache's images on the device; the main process draws the rest, no workers (with "
                       "--warp-on-device; default: as training, on CUDA when they fit)")
     p_lo.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: lib.config's)")
     p_lo.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graph on: "

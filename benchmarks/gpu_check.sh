@@ -125,7 +125,7 @@ if [ "$PART" = all ] || [ "$PART" = compile ]; then
         --out "$OUT_DIR/BENCHMARKS.compile.md"
     [ "$PART" = compile ] && wait_small
     step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
-        --pipelines modern,modern-deferred,modern-context,modern-params --n "$INPUT_N" --data-dir "$DATA" \
+        --pipelines modern,modern-deferred,modern-context,modern-drawn --n "$INPUT_N" --data-dir "$DATA" \
         --out "$OUT_DIR/BENCHMARKS.compile.md"
     step $((COMPILE_S + 30)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
         --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$TMP_MD"

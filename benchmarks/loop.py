@@ -73,7 +73,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
                            "pixel ops": trainer.cfg.pixel_ops + (" + warp" if trainer.cfg.warp_on_device else "")
                            + (" + images on the device" if trainer.cfg.cache_on_device else ""),
-                           "workers": trainer.cfg.workers,
+                           "workers": "none: drawn" if trainer.cfg.cache_on_device else trainer.cfg.workers,
                            "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
                            "loop / model": lean["steady_img_s"] / model_only[(model, b)],
                            "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],

@@ -49,7 +49,14 @@ def header(title: str, argv: list[str], device: str, extra: str = "", prog: str 
 
 
 def markdown(df: pd.DataFrame) -> str:
-    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
+    """A table with 4 significant digits; a column whose numbers are all >= 100 and reach 10,000 in
+    whole numbers (92750, not 9.275e+04)."""
+    def fmt(col: pd.Series) -> str:
+        v = pd.to_numeric(col, errors="coerce").dropna().abs()
+        return ".0f" if len(v) and v.min() >= 100 and v.max() >= 1e4 else ".4g"
+
+    floatfmt = [fmt(df[c]) for c in df.columns]
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
 def check_out(path: str | os.PathLike | None, option: str = "--out", kind: str = "a markdown file") -> None:

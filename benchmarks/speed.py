@@ -26,10 +26,10 @@ from lib.joints import NUM_JOINTS
 TEST_CROPS = 3611
 # dense bf16 tensor-core peak, TFLOP/s (vendor figures, without sparsity)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-# what the workers do on CUDA: modern-deferred (--pixel-ops device) the geometry and the pixel-op draws,
-# modern-context (also --warp-on-device) only the draws, sending the 192 context; modern-params (also
-# --cache-on-device) the draws without reading or sending any image
-PIPELINES = ("none", "paper", "modern", "modern-deferred", "modern-context", "modern-params")
+# what the host does on CUDA: modern-deferred (--pixel-ops device) the workers make the geometry and the
+# pixel-op draws, modern-context (also --warp-on-device) only the draws, sending the 192 context;
+# modern-drawn (also --cache-on-device) the main process draws a batch at a time (lib.data.DrawnBatches), no worker
+PIPELINES = ("none", "paper", "modern", "modern-deferred", "modern-context", "modern-drawn")
 
 
 class BenchmarkError(cli.UserError, RuntimeError):
@@ -48,7 +48,8 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
 
     Per pipeline: one process with one thread, per CPU second (steady on a shared machine) and per
     wall second; then a DataLoader with each worker count, timed from the first batch on (the
-    start-up to the first batch of the most workers is its own column)."""
+    start-up to the first batch of the most workers is its own column). modern-drawn has no
+    workers: its batches of `batch` are drawn in the main process (the worker columns stay empty)."""
     import cv2
 
     from lib import augment, data
@@ -57,16 +58,18 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     cache = data.build_cache(data.find_data(ensure_data(data_dir)).training)
     idx = np.arange(len(cache))
     rows = []
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     for name in pipelines:
         deferred = {"modern-deferred": {"defer_pixels": True},
                     "modern-context": {"defer_pixels": True, "defer_warp": True},
-                    "modern-params": {"defer_pixels": True, "defer_warp": True}}
+                    "modern-drawn": {"defer_pixels": True, "defer_warp": True}}
         aug = (None if name == "none" else augment.build("modern", **deferred[name]) if name in deferred
                else augment.build(name))
-        images = name != "modern-params"
-        ds = data.HandDataset(cache, idx, aug, images=images)
-        cv2.setNumThreads(1)
-        torch.set_num_threads(1)
+        if name == "modern-drawn":
+            rows.append({"pipeline": name, **_drawn_rate(data.DrawnBatches, cache, aug, n, batch)})
+            continue
+        ds = data.HandDataset(cache, idx, aug)
         m = min(n, 1000)
         for i in range(20):
             ds[i % len(ds)]
@@ -76,7 +79,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
         row = {"pipeline": name, "per core (crops/CPU-s)": m / (time.process_time() - c),
                "1 process, 1 thread (crops/s)": m / (time.perf_counter() - t)}
         for w in workers:
-            ds_w = data.HandDataset(cache, np.resize(idx, n), aug, images=images)
+            ds_w = data.HandDataset(cache, np.resize(idx, n), aug)
             dl = torch.utils.data.DataLoader(ds_w, batch_size=batch, shuffle=True, num_workers=w,
                                              pin_memory=torch.cuda.is_available(),
                                              worker_init_fn=data.worker_init if w else None,
@@ -93,6 +96,23 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
         rows.append(row)
     torch.set_num_threads(os.cpu_count() or 1)
     return pd.DataFrame(rows)
+
+
+def _drawn_rate(drawn_batches, cache, aug, n: int, batch: int) -> dict:
+    """Samples/s of --cache-on-device's batches drawn in this process (pinned on CUDA, as training)."""
+    from lib.samplers import EpochBatches
+
+    sampler = EpochBatches(len(cache), min(batch, len(cache)), "shuffle", seed=0)
+    drawn = drawn_batches(cache, np.arange(len(cache)), aug, sampler, pin=torch.cuda.is_available())
+    next(iter(drawn))
+    t, c, count, epoch = time.perf_counter(), time.process_time(), 0, 0
+    while count < n:
+        sampler.set_epoch(epoch)
+        for b in drawn:
+            count += len(b["kp"])
+        epoch += 1
+    return {"per core (crops/CPU-s)": count / (time.process_time() - c),
+            "1 process, 1 thread (crops/s)": count / (time.perf_counter() - t)}
 
 
 # --------------------------------------------------------------------------- model throughput

@@ -86,6 +86,13 @@ def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ m[:2, :2].T + m[:2, 2]
 
 
+def _apply_batch(lin: np.ndarray, off: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map points (..., N, 2) with affines of linear parts (..., 2, 2) and offsets (..., 2)."""
+    x, y = points[..., 0], points[..., 1]
+    row = lambda i: lin[..., i, 0, None] * x + lin[..., i, 1, None] * y + off[..., i, None]  # noqa: E731
+    return np.stack([row(0), row(1)], -1)
+
+
 def _inside(points: np.ndarray, side: int) -> np.ndarray:
     """Per point: does it lie on a pixel of a side x side image, i.e. in [-0.5, side - 0.5]."""
     return ((points >= -0.5) & (points <= side - 0.5)).all(axis=1)
@@ -373,21 +380,49 @@ class ModernAugment(Augment):
 
     def _matrix(self, p, rng) -> np.ndarray:
         """The 3x3 affine ctx -> 128 crop of one draw."""
+        lin, off = self.matrices(np.asarray(p, np.float64)[None], rng)
+        return np.vstack([np.hstack([lin[0], off[0, :, None]]), [0.0, 0.0, 1.0]])
+
+    def matrices(self, p: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The affines ctx -> 128 crop of a batch's draws, as linear parts (B,2,2) and offsets (B,2),
+        for context keypoints p (B,21,2). All `retries` tries are drawn at once and the first whose
+        joints stay on the image wins (the same distribution as drawing them one after another);
+        the last resort is the flips alone."""
+        B, R = len(p), self.retries
         c_in, c_out = (CTX_SIZE - 1) / 2.0, (CROP_SIZE - 1) / 2.0
-        flip = _flip(rng.random() < self.hflip, rng.random() < self.vflip, 1)  # linear part
-        jitter = rng.random() < self.p_affine
-        for attempt in range(self.retries + 1):
-            zoom, angle, t = 1.0, 0.0, np.zeros(2)
-            if jitter and attempt < self.retries:
-                zoom = math.exp(rng.uniform(*self.log_scale))
-                angle = rng.uniform(-self.rotate, self.rotate)
-                t = rng.uniform(-self.shift, self.shift, size=2) * CROP_SIZE
-            lin = _rotation(angle) @ flip
-            lin[:2, :2] *= zoom
-            m = _translate(c_out + t[0], c_out + t[1]) @ lin @ _translate(-c_in, -c_in)
-            if (~_inside(apply_affine(m, p), CROP_SIZE)).sum() <= self.max_outside:
-                break
-        return m
+        fx = np.where(rng.random(B) < self.hflip, -1.0, 1.0)
+        fy = np.where(rng.random(B) < self.vflip, -1.0, 1.0)
+        jitter = rng.random(B) < self.p_affine
+        zoom = np.exp(rng.uniform(*self.log_scale, (B, R + 1)))
+        angle = np.radians(rng.uniform(-self.rotate, self.rotate, (B, R + 1)))
+        t = rng.uniform(-self.shift, self.shift, (B, R + 1, 2)) * CROP_SIZE
+        still = ~jitter[:, None] | (np.arange(R + 1) == R)  # no jitter, or the last resort: the flips alone
+        zoom[still], angle[still], t[still] = 1.0, 0.0, 0.0
+        c, sn = np.cos(angle) * zoom, np.sin(angle) * zoom  # _rotation(angle) @ _flip(fx, fy) x zoom
+        lin = np.stack([np.stack([c * fx[:, None], sn * fy[:, None]], -1),
+                        np.stack([-sn * fx[:, None], c * fy[:, None]], -1)], -2)  # (B, R+1, 2, 2)
+        off = c_out + t - c_in * lin.sum(-1)  # about the centres: ctx centre -> crop centre + t
+        q = _apply_batch(lin, off, p[:, None])  # (B, R+1, 21, 2)
+        outside = (~((q >= -0.5) & (q <= CROP_SIZE - 0.5)).all(-1)).sum(-1)
+        ok = outside <= self.max_outside
+        ok[:, R] = True
+        k = ok.argmax(1)
+        return lin[np.arange(B), k], off[np.arange(B), k]
+
+    def draw_batch(self, p: np.ndarray, s: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`geometry(..., warp=False)` for a whole batch from one generator, vectorised (the main
+        process's draws under --cache-on-device): context keypoints p (B,21,2) and scales s (B,) ->
+        p_out (B,21,2) float32 crop pixels, s_out (B,) and the pixel parameters (B, PIXEL_PARAMS)
+        float32 with the warp. The same distributions as the per-sample draws; the numbers differ,
+        as one stream serves the batch."""
+        p = np.asarray(p, np.float64)
+        lin, off = self.matrices(p, rng)
+        pixel = self.draw_pixels_batch(len(p), rng)
+        inv = np.linalg.inv(lin)
+        pixel[:, _IX["warp"]] = np.concatenate([inv, -(inv @ off[..., None])], -1).reshape(len(p), 6)
+        p_out = _apply_batch(lin, off, p).astype(np.float32)
+        return p_out, np.asarray(s, np.float64) * np.sqrt(np.abs(np.linalg.det(lin))), pixel
 
     def _apply(self, ctx, p, s, rng):
         img, p_out, s_out = self._geometry(ctx, p, s, rng)
@@ -417,43 +452,60 @@ class ModernAugment(Augment):
         return identity_pixels()
 
     def draw_pixels(self, rng: np.random.Generator) -> np.ndarray:
-        """Pixel-op parameters with the probabilities and ranges of `self.pixel`. Every draw is
-        made whether its op is on or not, so the stream layout is fixed."""
-        v = identity_pixels()
-        on = rng.random(5) < np.array(list(self.p_ops.values()))
-        jitter = [rng.uniform(lo, hi) for lo, hi in self.jitter]
-        gamma = rng.uniform(*self.gamma) / 100.0
-        motion, size_u, sigma_angle = rng.random() < 0.5, rng.random(), rng.random()
-        std, noise_seed = rng.uniform(*self.noise_std) * 255.0, rng.integers(1 << 24)
-        two, hw = rng.random() < 0.5, rng.uniform(0.1, 0.25, (2, 2))
-        corner, colour = rng.random((2, 2)), rng.integers(0, 256, (2, 3))
-        if on[0]:
-            v[_IX["color"]], v[_IX["jitter"]] = 1.0, jitter
-        if on[1]:
-            v[_IX["gamma_on"]], v[_IX["gamma"]] = 1.0, gamma
-        if on[2]:  # OneOf: GaussianBlur(blur_limit=(3, 5)) or centred MotionBlur((3, 7))
-            if motion:  # odd 3..7, any angle, symmetric (direction 0), not shifted
-                size, sigma_angle = 3 + 2 * int(size_u * 3), 360.0 * sigma_angle
-                k2 = fblur.create_motion_kernel(size, sigma_angle, 0.0, False, self._py)
-                k2 = k2 / k2.sum()
-            else:  # randint(3, 5), even sizes rounded up: 3 (1/3) or 5 (2/3)
-                size, sigma_angle = (3 if size_u < 1 / 3 else 5), 0.5 + 2.5 * sigma_angle
-                k1 = fblur.create_gaussian_kernel_1d(sigma_angle, size)
-                k2 = np.outer(k1, k1)
-            k = np.zeros((_K, _K))
-            a = (_K - size) // 2
-            k[a:a + size, a:a + size] = k2
-            v[_IX["blur"]] = 1.0 + motion, size, sigma_angle
-            v[_IX["kernel"]] = k.ravel()
-        if on[3]:
-            v[_IX["noise"]] = 1.0, std, noise_seed
-        if on[4]:  # CoarseDropout: 1-2 holes of 10-25% of the side, one random colour each
-            v[_IX["cutout"]] = 1.0
-            sides = (hw * CROP_SIZE).astype(int)  # (hole, h/w)
-            y0x0 = (corner * (CROP_SIZE - sides + 1)).astype(int)
-            holes = np.concatenate([y0x0[:, ::-1], (y0x0 + sides)[:, ::-1], colour], axis=1)
-            v[_IX["holes"]] = holes[:1 + two].ravel().tolist() + [0.0] * 7 * (1 - two)
+        """Pixel-op parameters (PIXEL_PARAMS,) with the probabilities and ranges of `self.pixel`."""
+        return self.draw_pixels_batch(1, rng)[0]
+
+    def draw_pixels_batch(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """`n` samples' pixel-op parameters (n, PIXEL_PARAMS) float32. Every draw is made whether its
+        op is on or not, so the stream layout is fixed."""
+        v = np.tile(identity_pixels(), (n, 1))
+        on = rng.random((n, 5)) < np.array(list(self.p_ops.values()))
+        jitter = np.stack([rng.uniform(lo, hi, n) for lo, hi in self.jitter], 1)
+        gamma = rng.uniform(*self.gamma, n) / 100.0
+        motion, size_u, sigma_angle = rng.random(n) < 0.5, rng.random(n), rng.random(n)
+        std, noise_seed = rng.uniform(*self.noise_std, n) * 255.0, rng.integers(1 << 24, size=n)
+        two, hw = rng.random(n) < 0.5, rng.uniform(0.1, 0.25, (n, 2, 2))
+        corner, colour = rng.random((n, 2, 2)), rng.integers(0, 256, (n, 2, 3))
+        c, g, b, z, h = on.T
+        v[c, _IX["color"]], v[c, _IX["jitter"]] = 1.0, jitter[c]
+        v[g, _IX["gamma_on"]], v[g, _IX["gamma"]] = 1.0, gamma[g, None]
+        # blur, OneOf: GaussianBlur(blur_limit=(3, 5)): randint(3, 5), even sizes rounded up, so 3 (1/3) or 5 (2/3);
+        # or a centred MotionBlur((3, 7)): odd 3..7, any angle, symmetric (direction 0), not shifted
+        size = np.where(motion, 3 + 2 * (size_u * 3).astype(int), np.where(size_u < 1 / 3, 3, 5))
+        sigma_angle = np.where(motion, 360.0 * sigma_angle, 0.5 + 2.5 * sigma_angle)
+        v[b, _IX["blur"].start], v[b, _IX["blur"].start + 1], v[b, _IX["blur"].start + 2] = (
+            1.0 + motion[b], size[b], sigma_angle[b])
+        v[b, _IX["kernel"]] = blur_kernels(motion[b], size[b], sigma_angle[b]).reshape(-1, _K * _K)
+        v[z, _IX["noise"].start], v[z, _IX["noise"].start + 1], v[z, _IX["noise"].start + 2] = 1.0, std[z], noise_seed[z]
+        # CoarseDropout: 1-2 holes of 10-25% of the side, each filled with one random colour
+        sides = (hw * CROP_SIZE).astype(int)  # (n, hole, h/w)
+        y0x0 = (corner * (CROP_SIZE - sides + 1)).astype(int)
+        holes = np.concatenate([y0x0[..., ::-1], (y0x0 + sides)[..., ::-1], colour], axis=2)  # (n, 2, 7)
+        holes[~two, 1] = 0  # one hole: the second is empty
+        v[h, _IX["cutout"]], v[h, _IX["holes"]] = 1.0, holes[h].reshape(-1, 14)
         return v
+
+
+def blur_kernels(motion: np.ndarray, size: np.ndarray, sigma_angle: np.ndarray) -> np.ndarray:
+    """(n, 7, 7) normalised correlation kernels, centred: albumentations' Gaussian (`size` 3 or 5, sigma)
+    or symmetric unshifted motion kernel (`size` 3..7 odd, angle in degrees), as its
+    create_gaussian_kernel_1d and create_motion_kernel make them (tests), vectorised."""
+    n, r = len(size), np.arange(_K) - _K // 2  # kernel coordinates about the centre
+    half = (np.asarray(size) // 2)[:, None]
+    sigma = np.where(motion, 1.0, sigma_angle)[:, None]
+    k1 = np.exp(-0.5 * (r / sigma) ** 2) * (np.abs(r) <= half)
+    k1 = k1 / k1.sum(1, keepdims=True)
+    k = k1[:, :, None] * k1[:, None, :]
+    # motion: the points center + (cos, sin) x t for t = -half..half, rounded, clipped to the kernel
+    a = np.deg2rad(sigma_angle)[:, None]
+    x = np.clip(np.round(half + np.cos(a) * r), 0, 2 * half) - half
+    y = np.clip(np.round(half + np.sin(a) * r), 0, 2 * half) - half
+    line = np.zeros((n, _K, _K))
+    rows = np.repeat(np.arange(n), _K)
+    used = (np.abs(r) <= half).ravel()
+    line[rows[used], (y.ravel() + _K // 2).astype(int)[used], (x.ravel() + _K // 2).astype(int)[used]] = 1.0
+    line /= line.sum((1, 2), keepdims=True)
+    return np.where(np.asarray(motion)[:, None, None], line, k)
 
 
 # ---------------------------------------------------------------- deferred pixel ops

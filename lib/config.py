@@ -139,7 +139,8 @@ class TrainConfig:
     check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
     pixel_ops: str = "auto"           # modern augmentation's colour/blur/noise/cutout: workers | device | compiled | auto (device on CUDA)
     warp_on_device: bool | None = None   # with pixel_ops device: the workers send the 192 context, the device warps it; None: on CUDA
-    cache_on_device: bool | None = None  # with warp_on_device: the crop cache's images on the device, the workers send no image;
+    cache_on_device: bool | None = None  # with warp_on_device: the crop cache's images on the device, the main process draws the
+    #                                      rest of each batch (lib.data.DrawnBatches: no DataLoader workers);
     #                                      None: on CUDA when they take at most half the free device memory (Trainer)
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
     model_kwargs: dict = field(default_factory=dict)

@@ -877,16 +877,12 @@ class HandDataset(torch.utils.data.Dataset):
     pixel-op parameters (`augment.geometry`; `augment.identity_pixels()` for exact crops) that
     `lib.augment.apply_pixels` applies to the whole batch on the device. With `defer_warp` too,
     the image is the 192 context instead (uint8 (3,192,192); an exact crop: the context with the
-    crop in its centre), and apply_pixels also does the warp. `images=False` (with defer_warp;
-    `--cache-on-device`): no image is read or sent; the item has "exact" instead (1: the exact
-    crop), and the batch side gathers the images by "index" (`DeviceImages`).
+    crop in its centre), and apply_pixels also does the warp. (`--cache-on-device` reads no image
+    here: `DrawnBatches` makes its batches.)
     """
 
-    def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0, images: bool = True):
-        if not images and not getattr(augment, "defer_warp", False):
-            raise ValueError("HandDataset: images=False needs an augment with defer_warp (the warp runs on the batch side)")
+    def __init__(self, cache: CropCache, indices: np.ndarray, augment=None, seed: int = 0):
         self.cache, self.indices, self.augment, self.seed = cache, np.asarray(indices), augment, seed
-        self.images = images
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -899,16 +895,14 @@ class HandDataset(torch.utils.data.Dataset):
         defer = getattr(self.augment, "defer_pixels", False)
         whole = getattr(self.augment, "defer_warp", False)  # the item is the context, warped per batch
         exact = self.augment is None or not augment
-        if exact and not self.images:
-            kp, pixel = c.kp[i], self.augment.identity_pixels()
-        elif exact:
+        if exact:
             img, kp = np.array(c.crop[i]), c.kp[i]
             pixel = self.augment.identity_pixels() if defer else None
             if whole:  # the identity warp takes the context's central 128: the crop itself
                 img, crop = np.array(c.ctx[i]), img
                 img[CTX_PAD:CTX_PAD + CROP_SIZE, CTX_PAD:CTX_PAD + CROP_SIZE] = crop
-        else:  # without images: the memmap row is never read (the geometry needs only its shape)
-            ctx = c.ctx[i] if not self.images else np.array(c.ctx[i]) if whole else np.asarray(c.ctx[i])
+        else:
+            ctx = np.array(c.ctx[i]) if whole else np.asarray(c.ctx[i])
             args = ctx, c.ctx_kp[i], float(c.scale[i]), int(sample_seed)
             if defer:
                 img, p, s, pixel = self.augment.geometry(*args, warp=not whole)
@@ -919,21 +913,63 @@ class HandDataset(torch.utils.data.Dataset):
             "kp": torch.from_numpy(np.asarray(kp, np.float32)),
             "vis": torch.from_numpy(c.vis[i].astype(np.float32)),
             "index": i,
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),  # uint8 (3,128,128) or (3,192,192)
         }
-        if self.images:
-            item["image"] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # uint8 (3,128,128) or (3,192,192)
-        else:
-            item["exact"] = exact
         if defer:
             item["pixel"] = torch.from_numpy(pixel)  # float32 (PIXEL_PARAMS,): lib.augment.apply_pixels
         return item
 
 
+class DrawnBatches:
+    """The training batches of `--cache-on-device`, drawn in the main process a batch at a time: no
+    DataLoader, no worker, no image on the host (the images are on the device, `DeviceImages`).
+
+    Iterating it iterates `batches` (lib.samplers.EpochBatches; items (position, seed) or (position,
+    seed, augment?)) and yields what a DataLoader over HandDataset yields, without "image": "kp",
+    "vis", "index" (cache rows), "exact" (True: the exact crop, from the ramp) and "pixel" (the warp
+    and pixel-op parameters of `augment.draw_batch`, vectorised, from one generator per batch seeded
+    by its samples' seeds, so a batch's draws are as deterministic as the batch). `pin`: in pinned
+    memory, for copies that do not wait (CUDA).
+    Why: on the H100 15 DataLoader workers that only drew these parameters delivered 15.2 k
+    samples/s, under the fastest models' 20-24 k img/s (BENCHMARKS 7c); one core draws ~150 k/s so.
+    """
+
+    def __init__(self, cache: CropCache, indices: np.ndarray, augment, batches, pin: bool = False):
+        if not getattr(augment, "defer_warp", False):
+            raise ValueError("DrawnBatches: expected an augment with defer_warp (the warp runs on the device)")
+        self.cache, self.indices, self.augment, self.batches, self.pin = cache, np.asarray(indices), augment, batches, pin
+        self.identity = augment.identity_pixels()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict]:
+        for items in self.batches:
+            yield self.draw(items)
+
+    def draw(self, items: list[tuple]) -> dict:
+        """The batch of these sampler items."""
+        c = self.cache
+        pos = np.array([it[0] for it in items])
+        aug = np.array([it[2] if len(it) > 2 else True for it in items], bool)
+        i = self.indices[pos]
+        kp, pixel = c.kp[i].astype(np.float32), np.tile(self.identity, (len(i), 1))
+        if aug.any():
+            j = i[aug]
+            rng = np.random.default_rng([int(it[1]) for it in items])
+            p, s, pixel[aug] = self.augment.draw_batch(c.ctx_kp[j], c.scale[j], rng)
+            kp[aug] = label_from_pixels(p, s)
+        out = {"kp": kp, "vis": c.vis[i].astype(np.float32), "index": i.astype(np.int64), "exact": ~aug,
+               "pixel": pixel}
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+        return {k: v.pin_memory() for k, v in out.items()} if self.pin else out
+
+
 class DeviceImages:
     """The crop cache's images (contexts and exact crops) held on the training device, gathered per
-    batch by index: with `--cache-on-device` the DataLoader workers send only labels and parameters,
-    so no image crosses the process boundary (on a GPU the input then stops capping the loop).
-    Needs (n x 160 KB) of device memory: 9.2 GB for the 57,466 RHD hands."""
+    batch by index: with `--cache-on-device` no image crosses a process boundary or the host
+    (`DrawnBatches` makes the rest of the batch). Needs (n x 160 KB) of device memory: 9.2 GB for
+    the 57,466 RHD hands."""
 
     @staticmethod
     def nbytes(cache: CropCache) -> int:

@@ -301,8 +301,7 @@ class Trainer:
         if cfg.cache_on_device is None:  # auto (CUDA, warp on the device): the images there when they fit easily
             cfg.cache_on_device = data.DeviceImages.fits(cache, self.device, share=0.5)
         deferred = {"defer_pixels": True, "defer_warp": cfg.warp_on_device} if cfg.pixels_on_device else {}
-        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed,
-                                         images=not cfg.cache_on_device)
+        self.train_ds = data.HandDataset(cache, train_idx, augment.build(cfg.augment, **deferred), cfg.seed)
         self.images = data.DeviceImages(cache, self.device) if cfg.cache_on_device else None
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
@@ -311,7 +310,11 @@ class Trainer:
         kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0,
                   worker_init_fn=data.worker_init if cfg.workers else None,
                   prefetch_factor=4 if cfg.workers else None)  # small steps: keep batches queued
-        self.train_loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=self.batches, **kw)
+        if cfg.cache_on_device:  # the images are on the device: the main process draws the rest, no workers
+            self.train_loader = data.DrawnBatches(cache, train_idx, self.train_ds.augment, self.batches,
+                                                  pin=self.device.startswith("cuda"))
+        else:
+            self.train_loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=self.batches, **kw)
         self.val_loader = torch.utils.data.DataLoader(self.val_ds, batch_size=64, **kw)
 
     def _build_model(self) -> None:

@@ -10,8 +10,8 @@ from albumentations.augmentations.blur import functional as fblur
 
 from lib import data
 from lib.augment import PIXEL_LAYOUT as L
-from lib.augment import (PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, build, identity_pixels,
-                         warp_batch)
+from lib.augment import (PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, blur_kernels, build,
+                         identity_pixels, warp_batch)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 OPS = ("color_p", "gamma_p", "blur_p", "noise_p", "cutout_p")
@@ -64,6 +64,65 @@ def test_geometry_matches_call_and_is_deterministic():
         np.testing.assert_array_equal(v, again[3])
     a, b = aug.geometry(ctx, p, s, 1), aug.geometry(ctx, p, s, 2)
     assert not np.array_equal(a[3], b[3]) and not np.array_equal(a[0], b[0])
+
+
+def test_blur_kernels_are_albumentations_kernels():
+    """The vectorised kernels equal albumentations' create_gaussian_kernel_1d / create_motion_kernel
+    (what A.GaussianBlur and the centred A.MotionBlur use), placed in the middle of 7 x 7."""
+    rng = np.random.default_rng(0)
+    n = 400
+    motion = rng.random(n) < 0.5
+    size = np.where(motion, rng.choice([3, 5, 7], n), rng.choice([3, 5], n))
+    sigma_angle = np.where(motion, rng.uniform(0, 360, n), rng.uniform(0.5, 3.0, n))
+    sigma_angle[:8] = [0, 45, 90, 135, 180, 225, 270, 315]  # rounding ties on the diagonals and axes
+    motion[:8] = True
+    got = blur_kernels(motion, size, sigma_angle)
+    for k in range(n):
+        if motion[k]:
+            ref = fblur.create_motion_kernel(int(size[k]), float(sigma_angle[k]), 0.0, False, None)
+            ref = ref / ref.sum()
+        else:
+            k1 = fblur.create_gaussian_kernel_1d(float(sigma_angle[k]), int(size[k]))
+            ref = np.outer(k1, k1)
+        a = (7 - size[k]) // 2
+        want = np.zeros((7, 7))
+        want[a:a + size[k], a:a + size[k]] = ref
+        np.testing.assert_allclose(got[k], want, rtol=1e-6, atol=1e-7, err_msg=f"kernel {k}")
+
+
+def test_batch_draws_have_the_per_sample_distributions():
+    """draw_batch (one generator per batch, vectorised: --cache-on-device) draws what geometry() draws
+    per sample: the same flip share, realised magnification and rotation, joints on the image, and
+    pixel-op shares; its labels are its matrices applied to the keypoints, its warp their inverse."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    p = rng.uniform(70, 125, (n, 21, 2)) + rng.uniform(-25, 25, (n, 1, 2))  # hands off centre: some redraws
+    s = rng.uniform(0.8, 1.6, n)
+    aug = build("modern", defer_pixels=True, defer_warp=True)
+    ctx = np.zeros((192, 192, 3), np.uint8)
+    one = [aug.geometry(ctx, p[i], s[i], seed=i, warp=False) for i in range(n)]
+    p1, s1, v1 = np.stack([o[1] for o in one]), np.array([o[2] for o in one]), np.stack([o[3] for o in one])
+    p2, s2, v2 = aug.draw_batch(p, s, np.random.default_rng(7))
+    assert p2.shape == (n, 21, 2) and p2.dtype == np.float32 and v2.shape == (n, PIXEL_PARAMS) and v2.dtype == np.float32
+
+    def stats(p_out, s_out, v):
+        inv = v[:, L["warp"]].reshape(-1, 2, 3).astype(np.float64)
+        det = np.linalg.det(inv[:, :, :2])
+        angle = np.degrees(np.arctan2(inv[:, 1, 0], inv[:, 0, 0]) * np.sign(det))
+        on = [(v[:, L[key].start] > 0).mean() for key in ("color", "gamma_on", "blur", "noise", "cutout")]
+        inside = ((p_out >= -0.5) & (p_out <= 127.5)).all((1, 2)).mean()
+        return np.array([(det < 0).mean(), np.median(s_out / s), np.abs(angle).mean() / 45, inside, *on])
+
+    a, b = stats(p1, s1, v1), stats(p2, s2, v2)
+    assert a[3] == b[3] == 1.0  # max_outside 0: every joint on the image
+    np.testing.assert_allclose(b, a, atol=0.04)
+    # labels = matrices applied; warp = their inverse (a crop pixel -> its context pixel)
+    inv = v2[:, L["warp"]].reshape(-1, 2, 3).astype(np.float64)
+    back = np.einsum("bij,bnj->bni", inv[:, :, :2], p2) + inv[:, None, :, 2]
+    np.testing.assert_allclose(back, p, atol=1e-3)
+    np.testing.assert_allclose(s2, s / np.sqrt(np.abs(np.linalg.det(inv[:, :, :2]))), rtol=1e-5)
+    again = aug.draw_batch(p, s, np.random.default_rng(7))
+    np.testing.assert_array_equal(again[2], v2)
 
 
 def test_draw_shares_match_probabilities():

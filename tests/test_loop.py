@@ -8,11 +8,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from benchmarks.__main__ import main as bench_main
-from lib import config, data, train
+from lib import augment, config, data, train
 from lib.config import TrainConfig
 from lib.runs import read_checkpoint
 
@@ -186,20 +187,41 @@ def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
     assert "--cuda-graph: expected comma-separated names from off, on" in capsys.readouterr().err
 
 
-def test_cache_on_device_gives_the_same_inputs(tiny_data, tmp_path):
-    """--cache-on-device: the workers send no image and the batch side gathers the images by index;
-    the training inputs equal --warp-on-device's, augmented and exact crops (the ramp) alike."""
-    xs = []
-    for on in (False, True):
-        trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path / str(on), batch_size=8, pixel_ops="device",
-                                                    warp_on_device=True, cache_on_device=on)))
-        trainer.batches.aug_share = lambda step: 0.5
-        trainer.batches.set_epoch(0)
-        batch = next(iter(trainer.train_loader))
-        assert ("image" in batch) != on and (not on or 0 < int(batch["exact"].sum()) < 8)
-        xs.append(train.to_input(batch, "cpu", False, images=trainer.images))
-    assert xs[0].shape == (8, 3, 128, 128)
-    torch.testing.assert_close(xs[0], xs[1], rtol=0, atol=0)
+def test_cache_on_device_draws_its_batches_in_the_main_process(tiny_data, tmp_path):
+    """--cache-on-device: no DataLoader; the main process draws each batch (lib.data.DrawnBatches) and
+    the device gathers the images by index. Its exact crops (the ramp) give the inputs the workers'
+    batches give; its augmented samples carry labels that the warp they carry puts on the same
+    joints as the CPU pipeline's warp with that matrix (cv2), and a batch is the same when drawn again."""
+    kw = dict(batch_size=8, pixel_ops="device", warp_on_device=True)
+    trainers = [train.Trainer(TrainConfig(**small(tiny_data, tmp_path / str(on), cache_on_device=on, **kw)))
+                for on in (False, True)]
+    for t in trainers:
+        t.batches.aug_share = lambda step: 0.5
+        t.batches.set_epoch(0)
+    workers, drawn = trainers
+    assert isinstance(drawn.train_loader, data.DrawnBatches) and not hasattr(drawn.train_loader, "num_workers")
+    a, b = next(iter(workers.train_loader)), next(iter(drawn.train_loader))
+    assert "image" in a and "image" not in b
+    exact = b["exact"]
+    assert exact.dtype == torch.bool and 0 < int(exact.sum()) < 8
+    torch.testing.assert_close(b["index"], a["index"], rtol=0, atol=0)
+    torch.testing.assert_close(b["vis"], a["vis"], rtol=0, atol=0)
+    xa = train.to_input(a, "cpu", False)
+    xb = train.to_input(b, "cpu", False, images=drawn.images)
+    torch.testing.assert_close(xb[exact], xa[exact], rtol=0, atol=0)
+    torch.testing.assert_close(b["kp"][exact], a["kp"][exact], rtol=0, atol=0)
+    # augmented samples: the labels follow the warp the batch carries, as lib.augment's CPU warp makes them
+    cache, aug = drawn.train_loader.cache, drawn.train_ds.augment
+    for k in np.flatnonzero(~exact.numpy()).tolist():
+        i = int(b["index"][k])
+        inv = np.vstack([b["pixel"][k, augment.PIXEL_LAYOUT["warp"]].double().numpy().reshape(2, 3), [0, 0, 1]])
+        _, p, s = aug._finish(np.asarray(cache.ctx[i]), cache.ctx_kp[i].astype(np.float64), float(cache.scale[i]),
+                              np.linalg.inv(inv))
+        np.testing.assert_allclose(b["kp"][k].numpy(), data.label_from_pixels(p, s), atol=1e-3)
+    drawn.batches.set_epoch(0)
+    again = next(iter(drawn.train_loader))
+    for key in b:
+        torch.testing.assert_close(again[key], b[key], rtol=0, atol=0)
 
 
 def test_the_images_go_to_the_device_by_default_on_cuda_only(tiny_data, tmp_path, monkeypatch):

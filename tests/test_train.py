@@ -40,16 +40,18 @@ def killed_in_epoch_2(monkeypatch, **kw):
     monkeypatch.setattr(train.EpochBatches, "set_epoch", real_set_epoch)
 
 
-@pytest.mark.parametrize("ramp", [0.0, 0.75])
-def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
+@pytest.mark.parametrize("ramp, drawn", [(0.0, False), (0.75, False), (0.75, True)])
+def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp, drawn):
     """A run killed after its first epoch and started again ends with the same weights (the
     cosine schedule spans the whole run, so the kill is simulated inside the 2-epoch run); with an
-    augmentation ramp too (exact crops first, augmented ones taking over)."""
-    tmp_path = tmp_path / f"ramp{ramp}"
-    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2, augment_ramp=ramp))
-    killed_in_epoch_2(monkeypatch, **small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
+    augmentation ramp too (exact crops first, augmented ones taking over); and with the batches
+    drawn in the main process (--cache-on-device, lib.data.DrawnBatches)."""
+    tmp_path = tmp_path / f"ramp{ramp}{drawn}"
+    extra = dict(augment_ramp=ramp, **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if drawn else {}))
+    straight = train.fit(**small(tiny_data, tmp_path, run="straight", epochs=2, **extra))
+    killed_in_epoch_2(monkeypatch, **small(tiny_data, tmp_path, run="resumed", epochs=2, **extra))
     assert weights(tmp_path / "resumed")["state"]["epoch"] == 1
-    resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
+    resumed = train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, **extra))
     a, b = weights(straight), weights(resumed)
     assert a["state"]["step"] == b["state"]["step"] == 4
     for key in ("model", "ema"):
@@ -58,7 +60,7 @@ def test_resume_equals_straight_run(tiny_data, tmp_path, monkeypatch, ramp):
     assert len(Run(resumed).history()) == 2
     # a finished run is not trained again
     before = (Path(resumed) / "last.pt").stat().st_mtime_ns
-    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, augment_ramp=ramp))
+    train.fit(**small(tiny_data, tmp_path, run="resumed", epochs=2, **extra))
     assert (Path(resumed) / "last.pt").stat().st_mtime_ns == before
 
 
