@@ -402,11 +402,13 @@ class ModernAugment(Augment):
         lin = np.stack([np.stack([c * fx[:, None], sn * fy[:, None]], -1),
                         np.stack([-sn * fx[:, None], c * fy[:, None]], -1)], -2)  # (B, R+1, 2, 2)
         off = c_out + t - c_in * lin.sum(-1)  # about the centres: ctx centre -> crop centre + t
-        q = _apply_batch(lin, off, p[:, None])  # (B, R+1, 21, 2)
-        outside = (~((q >= -0.5) & (q <= CROP_SIZE - 0.5)).all(-1)).sum(-1)
-        ok = outside <= self.max_outside
-        ok[:, R] = True
-        k = ok.argmax(1)
+        k, todo = np.full(B, R), np.arange(B)  # the try each sample takes; the samples still trying
+        for r in range(R):  # most samples keep their first try: only the others are checked again
+            q = _apply_batch(lin[todo, r], off[todo, r], p[todo])
+            ok = (~((q >= -0.5) & (q <= CROP_SIZE - 0.5)).all(-1)).sum(-1) <= self.max_outside
+            k[todo[ok]], todo = r, todo[~ok]
+            if not len(todo):
+                break
         return lin[np.arange(B), k], off[np.arange(B), k]
 
     def draw_batch(self, p: np.ndarray, s: np.ndarray,
