@@ -7,10 +7,11 @@
 #
 #   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; the training
 #           loop at the report's batch 8 with a CUDA graph; at batch 256 with the warp and the
-#           images on the device (the CUDA defaults) and compiled pixel ops, the three fastest
-#           models also with the step in a CUDA graph; batch 8 with the compiled model in the graph.
-#   compile (~6 min): IRv2 alone; the input alone; IRv2 compiled block by block (240 s to compile;
-#           over 110 s on the H100, 2026-11-27).
+#           images on the device and the batches drawn in the main process (the CUDA defaults) and
+#           compiled pixel ops, the three fastest models also with the step in a CUDA graph; batch 8
+#           with the compiled model in the graph.
+#   compile (~8.5 min): IRv2 alone; the input alone; IRv2 compiled block by block (240 s to compile;
+#           over 110 s on the H100, 2026-11-27); Inception-v3 at batch 8, compiled in the CUDA graph.
 #   profile (~10 min: render ~4.5, data build ~1.5, training 2.5, predict): `make run PROFILE=gpu`'s
 #           work without Jupyter (the gpu profile's data, the modern model for the profile's
 #           minutes, predict and score), each phase timed, the learning curve in profile.log.
@@ -48,11 +49,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     SMALL=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34;
-    SMALL_MODELS=resnet34; FAST_MODELS=hm_resnet18_64; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
+    SMALL_MODELS=resnet34; SMALL_SLOW=resnet34; FAST_MODELS=hm_resnet18_64; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
     COMPILE_S=10
 else  # limits from the H100 run of 2026-11-27: tests 69 s, the small data 73 s, 6 loop rows at batch 256 93 s
     SMALL=(4500 300); STEPS=20; BATCH_BIG=256; MODELS=hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2
-    SMALL_MODELS=resnet34,cpm,inception_v3,irv2; FAST_MODELS=hm_resnet18_64,hm_resnet18,resnet34
+    SMALL_MODELS=resnet34,cpm,inception_v3,irv2; SMALL_SLOW=inception_v3; FAST_MODELS=hm_resnet18_64,hm_resnet18,resnet34
     WORKERS=$(($(nproc) - 1))
     INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-2.5}; BIG=irv2; COMPILE_S=240
 fi
@@ -101,7 +102,7 @@ if [ "$PART" = all ] || [ "$PART" = bench ]; then
     wait_small
 
     # 2. the loop: the report's batch 8 with a CUDA graph; batch 256 on the CUDA defaults (the warp
-    #    and the images on the device: the workers send parameters only) with compiled pixel ops;
+    #    and the images on the device, the batches drawn in the main process) with compiled pixel ops;
     #    the fast models again with the step in a CUDA graph; batch 8 with the compiled model in the graph
     [ "$GRAPH" = --cuda-graph ] && step 120 "loop batch 8, CUDA graph" $PY -m benchmarks loop --models "$SMALL_MODELS" \
         --recipes paper --cuda-graph on --steps "$((STEPS * 2))" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.loop_small.md"
@@ -119,8 +120,8 @@ if [ "$PART" = all ] || [ "$PART" = bench ]; then
 fi
 
 if [ "$PART" = all ] || [ "$PART" = compile ]; then
-    # 3. IRv2 alone (GPU-bound, beside the render if it still runs), the input alone (the workers'
-    #    share in each mode), then IRv2 compiled block by block
+    # 3. IRv2 alone (GPU-bound, beside the render if it still runs), the input alone (the host's
+    #    share in each mode), IRv2 compiled block by block, Inception-v3 at batch 8 compiled in the graph
     step 60 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" \
         --out "$OUT_DIR/BENCHMARKS.compile.md"
     [ "$PART" = compile ] && wait_small
@@ -129,6 +130,10 @@ if [ "$PART" = all ] || [ "$PART" = compile ]; then
         --out "$OUT_DIR/BENCHMARKS.compile.md"
     step $((COMPILE_S + 30)) "models $BIG compiled" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" \
         --steps "$STEPS" --compile --timeout "$COMPILE_S" --out "$TMP_MD"
+    append "$OUT_DIR/BENCHMARKS.compile.md"
+    [ "$GRAPH" = --cuda-graph ] && step 150 "loop batch 8, CUDA graph + compile, $SMALL_SLOW" $PY -m benchmarks loop \
+        --models "$SMALL_SLOW" --recipes paper --cuda-graph on --compile --steps "$((STEPS * 2))" \
+        --data-dir "$DATA" --out "$TMP_MD"
     append "$OUT_DIR/BENCHMARKS.compile.md"
 fi
 
