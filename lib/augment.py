@@ -45,7 +45,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from albumentations.augmentations.blur import functional as fblur
 
 from lib.data import CROP_SIZE, CTX_PAD, CTX_SIZE, crop_box
 from lib.joints import NUM_JOINTS
@@ -475,10 +474,9 @@ class ModernAugment(Augment):
         # or a centred MotionBlur((3, 7)): odd 3..7, any angle, symmetric (direction 0), not shifted
         size = np.where(motion, 3 + 2 * (size_u * 3).astype(int), np.where(size_u < 1 / 3, 3, 5))
         sigma_angle = np.where(motion, 360.0 * sigma_angle, 0.5 + 2.5 * sigma_angle)
-        v[b, _IX["blur"].start], v[b, _IX["blur"].start + 1], v[b, _IX["blur"].start + 2] = (
-            1.0 + motion[b], size[b], sigma_angle[b])
+        v[b, _IX["blur"]] = np.stack([1.0 + motion, size, sigma_angle], 1)[b]
         v[b, _IX["kernel"]] = blur_kernels(motion[b], size[b], sigma_angle[b]).reshape(-1, _K * _K)
-        v[z, _IX["noise"].start], v[z, _IX["noise"].start + 1], v[z, _IX["noise"].start + 2] = 1.0, std[z], noise_seed[z]
+        v[z, _IX["noise"]] = np.stack([np.ones(n), std, noise_seed], 1)[z]
         # CoarseDropout: 1-2 holes of 10-25% of the side, each filled with one random colour
         sides = (hw * CROP_SIZE).astype(int)  # (n, hole, h/w)
         y0x0 = (corner * (CROP_SIZE - sides + 1)).astype(int)
