@@ -67,7 +67,7 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
         aug = (None if name == "none" else augment.build("modern", **deferred[name]) if name in deferred
                else augment.build(name))
         if name == "modern-drawn":
-            rows.append({"pipeline": name, **_drawn_rate(data.DrawnBatches, cache, aug, n, batch)})
+            rows.append({"pipeline": name, **_drawn_rate(cache, aug, n, batch)})
             continue
         ds = data.HandDataset(cache, idx, aug)
         m = min(n, 1000)
@@ -98,12 +98,13 @@ def bench_input(n: int = 3000, workers: tuple[int, ...] = (0, 1, 2), batch: int 
     return pd.DataFrame(rows)
 
 
-def _drawn_rate(drawn_batches, cache, aug, n: int, batch: int) -> dict:
+def _drawn_rate(cache, aug, n: int, batch: int) -> dict:
     """Samples/s of --cache-on-device's batches drawn in this process (pinned on CUDA, as training)."""
+    from lib.data import DrawnBatches
     from lib.samplers import EpochBatches
 
     sampler = EpochBatches(len(cache), min(batch, len(cache)), "shuffle", seed=0)
-    drawn = drawn_batches(cache, np.arange(len(cache)), aug, sampler, pin=torch.cuda.is_available())
+    drawn = DrawnBatches(cache, np.arange(len(cache)), aug, sampler, pin=torch.cuda.is_available())
     next(iter(drawn))
     t, c, count, epoch = time.perf_counter(), time.process_time(), 0, 0
     while count < n:

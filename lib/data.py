@@ -931,7 +931,8 @@ class DrawnBatches:
     by its samples' seeds, so a batch's draws are as deterministic as the batch). `pin`: in pinned
     memory, for copies that do not wait (CUDA).
     Why: on the H100 15 DataLoader workers that only drew these parameters delivered 15.2 k
-    samples/s, under the fastest models' 20-24 k img/s (BENCHMARKS 7c); one core draws ~150 k/s so.
+    samples/s, under the fastest models' 20-24 k img/s (BENCHMARKS 7c); one CPU core draws ~110 k/s
+    so at batch 64, ~300 k/s at 256 (7d).
     """
 
     def __init__(self, cache: CropCache, indices: np.ndarray, augment, batches, pin: bool = False):

@@ -695,9 +695,11 @@ class Trainer:
         that happens in the garbage collector or at interpreter exit, PyTorch waits its 5-s join
         timeout for each worker (75 s for 15 workers, seen on the H100)."""
         for loader in (self.train_loader, self.val_loader):
-            it, loader._iterator = getattr(loader, "_iterator", None), None
-            if it is not None and hasattr(it, "_shutdown_workers"):
-                it._shutdown_workers()
+            it = getattr(loader, "_iterator", None)  # a DataLoader's (DrawnBatches has no workers)
+            if it is not None:
+                loader._iterator = None
+                if hasattr(it, "_shutdown_workers"):
+                    it._shutdown_workers()
 
     def _fit_epochs(self) -> tuple[Path, torch.nn.Module]:
         cfg, state = self.cfg, self.state
