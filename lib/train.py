@@ -10,8 +10,8 @@ files go (config.json, log.csv, last.pt, best.pt, ...) is lib.runs. Killing a ru
 it again with the same name continues exactly where the last checkpoint left off.
 
 The step is lean: nothing in it waits for the GPU (the loss is summed on the device and read
-every --check-every steps; a NaN is still named at its step), the optimizer is fused, and with
---cuda-graph the whole step is one CUDA graph replayed per batch. `python -m benchmarks loop`
+every --check-every steps; a NaN is still named at its step), the optimizer is fused, and on one
+GPU the whole step is one CUDA graph replayed per batch (--no-cuda-graph: eagerly). `python -m benchmarks loop`
 measures it against the model alone.
 """
 from __future__ import annotations
@@ -268,6 +268,8 @@ class Trainer:
         self.cfg = cfg = cfg.resolved()
         self.rank, self.world, self.device = _setup_distributed(cfg.device)
         self.is_main = self.rank == 0
+        if cfg.cuda_graph is None:  # auto (CUDA, no fp16): one process replays a graph; torchrun's do not
+            cfg.cuda_graph = self.world == 1
         self.run = Run(Path(cfg.out_dir or paths.runs()) / cfg.run)
         self.state = {"epoch": 0, "step": 0, "skip": 0, "best_mse": float("inf"), "total_steps": None,
                       "finished": False}

@@ -1,6 +1,7 @@
 """The lean training step: host synchronisations counted, a late-detected NaN still named at its step,
 the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager one and a step
 that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
+import json
 import multiprocessing
 import subprocess
 import sys
@@ -76,6 +77,17 @@ def test_bad_loop_options(tiny_data, tmp_path, option, value, message):
 def test_cuda_graph_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="--cuda-graph: expected one CUDA process"):
         train.fit(**small(tiny_data, tmp_path, cuda_graph=True))
+
+
+def test_the_cuda_graph_is_on_by_default_only_where_it_can_run(tiny_data, tmp_path, monkeypatch):
+    """None (auto) is off on a CPU and with fp16; on CUDA the Trainer turns it on for one process
+    (test_one_gpu_trains_in_a_cuda_graph_by_default); an explicit value stays."""
+    assert TrainConfig(**small(tiny_data, tmp_path, device="cpu")).resolved().cuda_graph is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolved() only asks whether CUDA is there
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    on_cuda = lambda **kw: TrainConfig(**small(tiny_data, tmp_path, device="cuda", **kw)).resolved().cuda_graph
+    assert on_cuda(amp="fp16") is False and on_cuda(amp="bf16") is None and on_cuda(amp="off") is None
+    assert on_cuda(cuda_graph=False) is False and on_cuda(cuda_graph=True) is True
 
 
 def test_a_failed_graph_capture_trains_on_without_it(tiny_data, tmp_path, monkeypatch, capsys):
@@ -285,6 +297,18 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
     assert len(losses[0]) == 8
     assert torch.allclose(losses[0], losses[1], rtol=2e-3), (losses[0], losses[1])
     assert ((weights[0] - weights[1]).abs() > 1e-4).float().mean() < 0.01
+
+
+@cuda
+def test_one_gpu_trains_in_a_cuda_graph_by_default(tiny_data, tmp_path):
+    """No --cuda-graph given: a one-GPU run captures its step, and its config.json says so."""
+    trainer = _trainer(tiny_data, tmp_path)
+    assert trainer.cfg.cuda_graph is True
+    trainer._step(trainer._wrap(), next(iter(trainer.train_loader)), 1e-3)
+    assert isinstance(trainer.graph, train.GraphStep)
+    trainer.close()
+    run = train.fit(**small(tiny_data, tmp_path, device="cuda", batch_size=4, epochs=1, run="default_graph"))
+    assert json.loads((Path(run) / "config.json").read_text())["cuda_graph"] is True
 
 
 @cuda
