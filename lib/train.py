@@ -132,11 +132,13 @@ def split_indices(files: data.DataPaths, cache: data.CropCache, cfg: TrainConfig
     """Training and validation cache indices of a resolved config: the saved split, then the profile's limits."""
     val_mask = data.load_or_make_split(files.root, cache.image_ids, data.fingerprint(files.training), cfg.val_fraction)
     train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-    if cfg.limit_train:  # fixed subsets: every run of a profile sees the same samples
-        rng = np.random.default_rng([cfg.seed, 1])
+    # fixed subsets, not drawn with the run's seed: every run of a profile, whatever its seed, trains
+    # and validates on the same samples (runs of other seeds compare, and ensemble, on one validation set)
+    if cfg.limit_train:
+        rng = np.random.default_rng([0, 1])
         train_idx = np.sort(rng.choice(train_idx, min(cfg.limit_train, len(train_idx)), replace=False))
     if cfg.limit_val:
-        rng = np.random.default_rng([cfg.seed, 2])
+        rng = np.random.default_rng([0, 2])
         val_idx = np.sort(rng.choice(val_idx, min(cfg.limit_val, len(val_idx)), replace=False))
     return train_idx, val_idx
 

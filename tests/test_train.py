@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, io, predict, train
+from lib import config, data, io, predict, train
 from lib.models import create_model, load_trained
 from lib.runs import Run, read_checkpoint
 
@@ -71,6 +71,23 @@ def test_paper_recipe_resolves_to_the_report(tiny_data, tmp_path):
     assert config.TrainConfig(model="irv2", recipe="paper", profile="full", data_dir=str(tiny_data)).resolved().epochs == 108
     modern = config.TrainConfig(model=MODEL, recipe="modern", batch_size=128, data_dir=str(tiny_data)).resolved()
     assert modern.lr == pytest.approx(config.RECIPES["modern"]["lr"] * 4)  # scaled with the batch
+
+
+def test_the_profile_subsets_do_not_change_with_the_seed(tiny_data):
+    """--limit-train / --limit-val pick the same hands for every seed, so runs of other seeds compare
+    on one validation set and the leaderboard can ensemble them (it groups runs by val_index)."""
+    files = data.find_data(tiny_data)
+    cache = data.build_cache(files.training)
+    subsets = []
+    for seed in (0, 1, 7):
+        cfg = config.TrainConfig(model=MODEL, profile="full", data_dir=str(tiny_data), limit_train=10, limit_val=4,
+                                 seed=seed).resolved()
+        subsets.append(train.split_indices(files, cache, cfg))
+    full = train.split_indices(files, cache, config.TrainConfig(model=MODEL, profile="full", data_dir=str(tiny_data)).resolved())
+    assert len(subsets[0][0]) == 10 and len(subsets[0][1]) == 4 and len(full[1]) > 4
+    assert set(subsets[0][1]) < set(full[1]) and set(subsets[0][0]) < set(full[0])
+    for tr, va in subsets[1:]:
+        assert np.array_equal(tr, subsets[0][0]) and np.array_equal(va, subsets[0][1])
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
