@@ -24,7 +24,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 def small(tiny_data, tmp_path, **kw):
     base = dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(tiny_data), out_dir=str(tmp_path),
-                limit_train=16, batch_size=2, workers=0, seed=3, run="lean")
+                limit_train=16, batch_size=2, workers=0, seed=3, run="lean", device="cpu")  # CUDA tests: device="cuda"
     return {**base, **kw}
 
 

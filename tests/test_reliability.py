@@ -20,7 +20,7 @@ MODEL = "hm_resnet18"
 
 def small(data_dir, out, **kw):
     return {**dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(data_dir), out_dir=str(out),
-                   limit_train=16, batch_size=8, workers=0, seed=3), **kw}
+                   limit_train=16, batch_size=8, workers=0, seed=3, device="cpu"), **kw}  # CPU on a GPU box too
 
 
 def test_a_non_finite_epoch_saves_nothing(tiny_data, tmp_path):

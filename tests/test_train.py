@@ -17,7 +17,7 @@ MODEL = "hm_resnet18"  # the fastest registered model keeps these tests in secon
 
 def small(tiny_data, tmp_path, **kw):
     base = dict(model=MODEL, recipe="modern", profile="smoke", data_dir=str(tiny_data), out_dir=str(tmp_path),
-                limit_train=16, batch_size=8, workers=0, seed=3)
+                limit_train=16, batch_size=8, workers=0, seed=3, device="cpu")  # CPU on a GPU box too
     return {**base, **kw}
 
 
