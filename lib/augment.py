@@ -95,7 +95,7 @@ def _apply_batch(lin: np.ndarray, off: np.ndarray, points: np.ndarray) -> np.nda
 
 def _inside(points: np.ndarray, side: int) -> np.ndarray:
     """Per point: does it lie on a pixel of a side x side image, i.e. in [-0.5, side - 0.5]."""
-    return ((points >= -0.5) & (points <= side - 0.5)).all(axis=1)
+    return ((points >= -0.5) & (points <= side - 0.5)).all(axis=-1)
 
 
 def _leaves(before: np.ndarray, after: np.ndarray, side: int) -> bool:
@@ -405,7 +405,7 @@ class ModernAugment(Augment):
         k, todo = np.full(B, R), np.arange(B)  # the try each sample takes; the samples still trying
         for r in range(R):  # most samples keep their first try: only the others are checked again
             q = _apply_batch(lin[todo, r], off[todo, r], p[todo])
-            ok = (~((q >= -0.5) & (q <= CROP_SIZE - 0.5)).all(-1)).sum(-1) <= self.max_outside
+            ok = (~_inside(q, CROP_SIZE)).sum(-1) <= self.max_outside
             k[todo[ok]], todo = r, todo[~ok]
             if not len(todo):
                 break
