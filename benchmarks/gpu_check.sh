@@ -97,8 +97,7 @@ fi
 
 if [ "$PART" = all ] || [ "$PART" = bench ]; then
     # 1. the GPU's own checks (beside the render): graph step = eager step, a step never waits, pixel ops match
-    step 100 "tests" $PY -m pytest -q -p no:cacheprovider tests/test_loop.py tests/test_augment_device.py \
-        -o addopts="" -k cuda
+    step 100 "tests" $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu
     wait_small
 
     # 2. the loop: the report's batch 8 with a CUDA graph; batch 256 on the CUDA defaults (the warp

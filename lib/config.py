@@ -69,9 +69,13 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_amp(amp: str, device: str) -> str:
-    """auto: bf16 on CUDA, off on CPU."""
+    """auto: off on CPU; on CUDA bf16 where the card computes it natively (compute capability 8.0 on:
+    A100, H100, RTX 30xx/40xx, L4), else fp16 with a gradient scaler (T4, V100, P100, Kaggle's and
+    Colab's free GPUs, where bf16 is emulated or missing)."""
     if amp == "auto":
-        return "bf16" if device.startswith("cuda") else "off"
+        if not device.startswith("cuda"):
+            return "off"
+        return "bf16" if torch.version.hip or torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     if amp not in AMP:
         raise ValueError(f"amp: expected one of {list(AMP) + ['auto']}, found {amp!r}")
     return amp
@@ -132,7 +136,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    amp: str = "auto"                 # auto (bf16 on CUDA) | bf16 | fp16 | off
+    amp: str = "auto"                 # auto (bf16 on CUDA 8.0+, fp16 before, off on CPU) | bf16 | fp16 | off
     channels_last: bool = True
     compile: bool = False
     cuda_graph: bool | None = None    # the whole step as one CUDA graph replayed per batch; None: on for one

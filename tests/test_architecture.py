@@ -77,3 +77,37 @@ def test_every_test_has_a_time_limit(request):
     """pytest-timeout is active (pytest.ini `timeout`), so a deadlock fails one test instead of hanging CI."""
     assert request.config.pluginmanager.hasplugin("timeout")
     assert 0 < float(request.config.getini("timeout")) <= 600
+
+
+GPU_BOX = '''
+import torch
+torch.cuda.is_available = lambda: True  # a GPU box, simulated
+'''
+SUITE = '''
+import os, subprocess, sys
+import pytest
+from lib.config import resolve_device
+
+CHILD = "import os, torch; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), torch.cuda.is_available())"
+
+def test_a_cpu_test():
+    assert resolve_device("auto") == "cpu"
+    child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120)
+    assert child.stdout.split() == ["''", "False"], child
+
+@pytest.mark.gpu
+def test_a_gpu_test():
+    assert resolve_device("auto") == "cuda"
+'''
+
+
+def test_only_tests_marked_gpu_see_a_gpu(pytester, monkeypatch):
+    """On a GPU box `make test` runs the CPU suite as CI does ("auto" resolves to the CPU, in the
+    test's process and in its children) and the tests marked gpu on the GPU; without a GPU those skip."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    hooks = "from tests.conftest import pytest_collection_modifyitems, _no_gpu_unless_marked\n"
+    pytester.makeini("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
+    pytester.makepyfile(test_suite=SUITE)
+    for conftest, outcome in ((GPU_BOX + hooks, dict(passed=2)), (hooks, dict(passed=1, skipped=1))):
+        pytester.makeconftest(conftest)
+        pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(**outcome)

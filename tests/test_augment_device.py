@@ -13,7 +13,7 @@ from lib.augment import PIXEL_LAYOUT as L
 from lib.augment import (PIXEL_PARAMS, ModernAugment, apply_pixels, batch_noise_seed, blur_kernels, build,
                          identity_pixels, warp_batch)
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 OPS = ("color_p", "gamma_p", "blur_p", "noise_p", "cutout_p")
 QUIET = {op: 0.0 for op in OPS}
 
@@ -270,7 +270,7 @@ def test_compiled_pixel_ops_match_eager(device):
     assert d.max() <= 1 and (d > 0).mean() < 0.01, (d.max(), (d > 0).mean())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_no_host_sync_on_cuda():
     aug = ModernAugment(color_p=1.0, gamma_p=1.0, blur_p=1.0, noise_p=1.0, cutout_p=1.0)
     x = torch.from_numpy(np.stack([image(i) for i in range(4)])).permute(0, 3, 1, 2).cuda()

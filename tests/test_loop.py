@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -19,7 +20,6 @@ from lib.config import TrainConfig
 from lib.runs import read_checkpoint
 
 MODEL = "hm_resnet18"
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def small(tiny_data, tmp_path, **kw):
@@ -73,7 +73,6 @@ def test_bad_loop_options(tiny_data, tmp_path, option, value, message):
         TrainConfig(**small(tiny_data, tmp_path, recipe="paper", pixel_ops="device")).resolved()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_graph_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="--cuda-graph: expected one CUDA process"):
         train.fit(**small(tiny_data, tmp_path, cuda_graph=True))
@@ -83,11 +82,25 @@ def test_the_cuda_graph_is_on_by_default_only_where_it_can_run(tiny_data, tmp_pa
     """None (auto) is off on a CPU and with fp16; on CUDA the Trainer turns it on for one process
     (test_one_gpu_trains_in_a_cuda_graph_by_default); an explicit value stays."""
     assert TrainConfig(**small(tiny_data, tmp_path, device="cpu")).resolved().cuda_graph is False
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolved() only asks whether CUDA is there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolved() asks only these three
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
     on_cuda = lambda **kw: TrainConfig(**small(tiny_data, tmp_path, device="cuda", **kw)).resolved().cuda_graph
     assert on_cuda(amp="fp16") is False and on_cuda(amp="bf16") is None and on_cuda(amp="off") is None
     assert on_cuda(cuda_graph=False) is False and on_cuda(cuda_graph=True) is True
+
+
+@pytest.mark.parametrize("capability, amp", [((7, 5), "fp16"), ((6, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_amp_is_bf16_only_on_cards_that_compute_it(tiny_data, tmp_path, monkeypatch, capability, amp):
+    """A T4 or P100 (7.5, 6.0: Kaggle's free GPUs) trains in fp16 with the gradient scaler, eagerly; an
+    A100 or H100 (8.0, 9.0) in bf16 with the CUDA graph; a CPU without autocast; an explicit amp stays."""
+    assert config.resolve_amp("auto", "cpu") == "off"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cfg = TrainConfig(**small(tiny_data, tmp_path, device="cuda")).resolved()
+    assert (cfg.amp, cfg.cuda_graph) == (amp, False if amp == "fp16" else None)
+    assert TrainConfig(**small(tiny_data, tmp_path, device="cuda", amp="bf16")).resolved().amp == "bf16"
 
 
 def test_a_failed_graph_capture_trains_on_without_it(tiny_data, tmp_path, monkeypatch, capsys):
@@ -247,6 +260,7 @@ def test_the_images_go_to_the_device_by_default_on_cuda_only(tiny_data, tmp_path
 
     assert resolved() == ("workers", False, False)
     monkeypatch.setattr(config, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
     assert resolved() == ("device", True, None)  # None: the Trainer decides by the memory
     assert resolved(warp_on_device=False) == ("device", False, False)
     assert resolved(cache_on_device=False) == ("device", True, False)
@@ -271,7 +285,7 @@ def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
     return train.Trainer(TrainConfig(**small(tiny_data, tmp_path, device="cuda", batch_size=4, **kw)))
 
 
-@cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("model", ["hm_resnet18", "resnet34"])
 def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
     """Eight steps replayed from the graph follow the eager steps (fp32, no EMA, lr 1e-3): the same
@@ -299,7 +313,7 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
     assert ((weights[0] - weights[1]).abs() > 1e-4).float().mean() < 0.01
 
 
-@cuda
+@pytest.mark.gpu
 def test_one_gpu_trains_in_a_cuda_graph_by_default(tiny_data, tmp_path):
     """No --cuda-graph given: a one-GPU run captures its step, and its config.json says so."""
     trainer = _trainer(tiny_data, tmp_path)
@@ -311,7 +325,18 @@ def test_one_gpu_trains_in_a_cuda_graph_by_default(tiny_data, tmp_path):
     assert json.loads((Path(run) / "config.json").read_text())["cuda_graph"] is True
 
 
-@cuda
+@pytest.mark.gpu
+def test_fp16_trains_eagerly_with_the_gradient_scaler_on_cuda(tiny_data, tmp_path):
+    """What auto amp picks on a T4 or P100 (test_auto_amp_is_bf16_only_on_cards_that_compute_it)."""
+    run = Path(train.fit(**small(tiny_data, tmp_path, device="cuda", batch_size=4, epochs=2, amp="fp16", run="fp16")))
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["amp"], cfg["cuda_graph"]) == ("fp16", False)
+    log = pd.read_csv(run / "log.csv")
+    assert len(log) == 2 and np.isfinite(log["train_loss"]).all() and np.isfinite(log["val_loss"]).all()
+    assert read_checkpoint(run / "last.pt")["scaler"]["scale"] > 0
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("graph, warp, cache", [(False, False, False), (True, False, False), (False, True, False),
                                                 (True, True, True)])
 def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp, cache):
