@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -110,20 +111,22 @@ def default_workers() -> int:
 class TrainConfig:
     """Everything that defines a run; None means: take it from the recipe or the profile."""
 
-    model: str = "resnet34"
+    model: str = "resnet34"           # one of lib.models.list_models()
     recipe: str = "modern"            # paper | modern
     profile: str = "auto"             # full | gpu | cpu | smoke | auto (full on CUDA, else cpu)
-    data_dir: str = "auto"            # a dir with training.h5/testing.h5; auto: see ensure_data
+    data_dir: str = "auto"            # the competition files (training.h5, testing.h5); auto: the real ones in data/, else the profile's synthetic set (rendered on first use;
+    #                                   lib.config.ensure_data)
     run: str | None = None            # run name; default <model>_<recipe>_<profile>
     out_dir: str | None = None        # default: outputs/runs (HANDJOINTS_OUTPUTS moves it)
     resume: bool = True               # continue an unfinished run of the same name
-    epochs: int | None = None
+    epochs: int | None = None         # passes over the training hands; default: full profile, the report's per model
+    #                                   (REPORT_EPOCHS; MODERN_EPOCHS for others); other profiles, until their time budget
     batch_size: int | None = None     # global batch (split across torchrun processes)
     lr: float | None = None           # default: the recipe's, scaled linearly with the batch size
-    weight_decay: float | None = None
+    weight_decay: float | None = None  # decoupled (adamw) or L2 (adam)
     optimizer: str | None = None      # adam | adamw
     schedule: str | None = None       # constant | cosine
-    warmup_steps: int | None = None
+    warmup_steps: int | None = None   # linear lr warm-up from 0
     ema: float | None = None          # EMA decay of the weights, 0 = off
     grad_clip: float | None = None    # max gradient norm, 0 = off
     augment: str | None = None        # none | paper | modern
@@ -131,14 +134,14 @@ class TrainConfig:
     sampler: str | None = None        # shuffle | window (the report's sliding window)
     budget_minutes: float | None = None  # wall-clock budget of the training steps (equal-time comparisons)
     eval_every: int = 0               # also validate every N steps (learning curves, curve.csv); 0: epoch ends only
-    limit_train: int | None = None
-    limit_val: int | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
+    limit_train: int | None = None    # train on a fixed random subset of this many hands (the same for every seed)
+    limit_val: int | None = None      # validate on a fixed random subset of this many hands (the same for every seed)
+    val_fraction: float = 0.1         # share of the training images held out for validation (a fixed split per dataset)
+    seed: int = 0                     # weights, augmentation and batch order
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     amp: str = "auto"                 # auto (bf16 on CUDA 8.0+, fp16 before, off on CPU) | bf16 | fp16 | off
-    channels_last: bool = True
-    compile: bool = False
+    channels_last: bool = True        # NHWC memory layout (faster convolutions on GPUs)
+    compile: bool = False             # torch.compile the model (IRv2 block by block; minutes on a GPU)
     cuda_graph: bool | None = None    # the whole step as one CUDA graph replayed per batch; None: on for one
     #                                   CUDA process without fp16 (the Trainer decides; 4-7x at batch 8 on an H100)
     check_every: int = 50             # steps between the loop's looks at the loss (NaN/inf check, progress bar)
@@ -148,7 +151,21 @@ class TrainConfig:
     #                                      rest of each batch (lib.data.DrawnBatches: no DataLoader workers);
     #                                      None: on CUDA when they take at most half the free device memory (Trainer)
     workers: int | None = None        # DataLoader workers; default: CPU cores - 1 (0 on a 2-core box)
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # JSON object of create_model's options, e.g. '{"input_size": 64}'
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's comment above (its one documentation), for the command line's --help."""
+        out, name = {}, None
+        for line in inspect.getsource(cls).splitlines():
+            if m := re.match(r"    (\w+): [^#]*(?:#\s*(.*))?$", line):
+                name = m[1]
+                out[name] = m[2] or ""
+            elif (m := re.match(r"\s+#\s*(.*)", line)) and name:
+                out[name] += " " + m[1]
+            elif line.strip():
+                name = None
+        return out
 
     @property
     def pixels_on_device(self) -> bool:

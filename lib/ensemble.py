@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.ensemble", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", default="ensemble")
+    ap.add_argument("--name", default="ensemble", help="the submission file: submissions/NAME.csv (default: ensemble)")
     ap.add_argument("--runs", default=None, help="runs directory (default: outputs/runs)")
     ap.add_argument("--data-dir", default=None, help="only runs trained on this data directory")
     args = ap.parse_args(argv)

@@ -204,8 +204,8 @@ def _image_main(argv: list[str]) -> int:
     ap.add_argument("--box", type=_parse_box, help="x0,y0,x1,y1: the hand's extent (same for every image); "
                     "default: the whole image is the hand crop")
     ap.add_argument("--out", help="output directory (default: beside each image)")
-    ap.add_argument("--no-flip", action="store_true")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-flip", action="store_true", help="no horizontal-flip test-time augmentation (on by default)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)")
     args = ap.parse_args(argv)
     for r in predict_images(args.images, args.run, args.box, args.out, not args.no_flip, args.device):
         where = "the whole image as the hand crop" if r["box"] is None else f"box {r['box']}"
@@ -225,9 +225,10 @@ def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
-    ap.add_argument("--no-flip", action="store_true")
-    ap.add_argument("--rotations", type=float, nargs="*", default=[])
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-flip", action="store_true", help="no horizontal-flip test-time augmentation (on by default)")
+    ap.add_argument("--rotations", type=float, nargs="*", default=[],
+                    help="test-time rotations in degrees, e.g. --rotations -10 10 (averaged with the upright view)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)")
     args = ap.parse_args(argv)
     result = predict_run(Run.find(args.run), not args.no_flip, args.rotations, args.device)
     print(json.dumps(result, indent=2))

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from lib import augment, cli, data, metrics, paths
 from lib.config import TrainConfig, autocast, ensure_data, resolve_device, resolve_profile
-from lib.models import compile_model, create_model
+from lib.models import compile_model, create_model, list_models
 from lib.runs import Run, labels_fingerprint
 from lib.samplers import EpochBatches
 
@@ -746,21 +746,34 @@ def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torc
 # --------------------------------------------------------------------------- CLI
 
 
-def _parse(argv: list[str] | None) -> TrainConfig:
-    ap = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written; each option's help from its TrainConfig comment."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one option per TrainConfig field, its help from the field's comment."""
+    ap = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__, formatter_class=_Help,
+                                 epilog="Options without a default take the recipe's or the profile's value "
+                                        "(lib.config RECIPES, PROFILES).")
+    hints, helps = {f.name: f.type for f in dataclasses.fields(TrainConfig)}, TrainConfig.field_help()
+    helps["model"] += ": " + ", ".join(list_models())
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = {} if f.name == "model_kwargs" else f.default
+        text = helps[f.name].replace("%", "%%") + ("" if default is None else " (default: %(default)s)")
         if f.name == "model_kwargs":
-            ap.add_argument(flag, type=json.loads, default={}, help="JSON dict for create_model")
+            ap.add_argument(flag, type=json.loads, default=default, help=text)
         elif isinstance(f.default, bool) or str(hints[f.name]) == "bool | None":  # None: auto
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
             hint = str(hints[f.name])
             kind = float if "float" in hint else int if "int" in hint else str
-            ap.add_argument(flag, type=kind, default=f.default)
-    return TrainConfig(**vars(ap.parse_args(argv)))
+            ap.add_argument(flag, type=kind, default=default, help=text)
+    return ap
+
+
+def _parse(argv: list[str] | None) -> TrainConfig:
+    return TrainConfig(**vars(parser().parse_args(argv)))
 
 
 def _main(argv: list[str] | None = None) -> int:

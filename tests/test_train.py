@@ -1,4 +1,5 @@
 """The training engine: exact resume, the NaN guard, torchrun/DDP on CPU, TTA geometry, bad input."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -88,6 +89,20 @@ def test_the_profile_subsets_do_not_change_with_the_seed(tiny_data):
     assert set(subsets[0][1]) < set(full[1]) and set(subsets[0][0]) < set(full[0])
     for tr, va in subsets[1:]:
         assert np.array_equal(tr, subsets[0][0]) and np.array_equal(va, subsets[0][1])
+
+
+def test_every_training_option_says_what_it_does():
+    """`python -m lib.train --help` explains each option (from TrainConfig's field comments, their one
+    home), with its default where it has one; a field added without a comment fails here."""
+    ap = train.parser()
+    options = [a for a in ap._actions if a.dest != "help"]
+    assert {a.dest for a in options} == {f.name for f in dataclasses.fields(config.TrainConfig)}
+    bare = [a.option_strings[0] for a in options if len(a.help.replace(" (default: %(default)s)", "").strip()) < 8]
+    assert not bare, f"options without help (add a comment to the TrainConfig field): {bare}"
+    text = ap.format_help()
+    assert "bf16 on CUDA 8.0+, fp16 before" in text and "hm_resnet18_64" in text and "(default: 50)" in text
+    assert train._parse(["--amp", "fp16", "--cuda-graph", "--model-kwargs", '{"input_size": 64}']) == \
+        config.TrainConfig(amp="fp16", cuda_graph=True, model_kwargs={"input_size": 64})
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
