@@ -114,8 +114,8 @@ class TrainConfig:
     model: str = "resnet34"           # one of lib.models.list_models()
     recipe: str = "modern"            # paper | modern
     profile: str = "auto"             # full | gpu | cpu | smoke | auto (full on CUDA, else cpu)
-    data_dir: str = "auto"            # the competition files (training.h5, testing.h5); auto: the real ones in data/, else the profile's synthetic set (rendered on first use;
-    #                                   lib.config.ensure_data)
+    data_dir: str = "auto"            # the competition files (training.h5, testing.h5); auto: the real ones in
+    #                                   data/, else the profile's synthetic set (rendered on first use; ensure_data)
     run: str | None = None            # run name; default <model>_<recipe>_<profile>
     out_dir: str | None = None        # default: outputs/runs (HANDJOINTS_OUTPUTS moves it)
     resume: bool = True               # continue an unfinished run of the same name

@@ -746,13 +746,10 @@ def train_model(cfg: TrainConfig | None = None, **overrides) -> tuple[Path, torc
 # --------------------------------------------------------------------------- CLI
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written; each option's help from its TrainConfig comment."""
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line: one option per TrainConfig field, its help from the field's comment."""
-    ap = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__, formatter_class=_Help,
+    ap = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Options without a default take the recipe's or the profile's value "
                                         "(lib.config RECIPES, PROFILES).")
     hints, helps = {f.name: f.type for f in dataclasses.fields(TrainConfig)}, TrainConfig.field_help()
