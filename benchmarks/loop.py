@@ -58,7 +58,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
         for recipe in recipes:
             b = batch or RECIPES[recipe]["batch_size"]
             if (model, b) not in model_only:
-                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)["train img/s"]  # eager
+                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)  # eager
             for graph in graphs:
                 print(f"loop: {model} {recipe} batch {b}{' cuda graph' if graph else ''} ...", flush=True)
                 with tempfile.TemporaryDirectory() as tmp:
@@ -67,18 +67,22 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                                       resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
                                       warp_on_device=warp_on_device, profile=profile, compile=compile,
                                       cache_on_device=cache_on_device)
-                    trainer = Trainer(cfg)
+                    trainer, alone = Trainer(cfg), model_only[(model, b)]
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
                     row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
                            "pixel ops": trainer.cfg.pixel_ops + (" + warp" if trainer.cfg.warp_on_device else "")
                            + (" + images on the device" if trainer.cfg.cache_on_device else ""),
                            "workers": "none: drawn" if trainer.cfg.cache_on_device else trainer.cfg.workers,
-                           "loop img/s": lean["steady_img_s"], "model-only img/s": model_only[(model, b)],
-                           "loop / model": lean["steady_img_s"] / model_only[(model, b)],
+                           "loop img/s": lean["steady_img_s"], "model-only img/s": alone["train img/s"],
+                           "loop / model": lean["steady_img_s"] / alone["train img/s"],
                            "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],
                            "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps,
-                           "graph capture (s)": trainer.graph.capture_s if trainer.graph else None}
+                           "graph capture (s)": trainer.graph.capture_s if trainer.graph else None,
+                           # the eager model alone's ops per step; in a graph ~one kernel each (compiled: fewer)
+                           "model ops / step": alone["ops / train step"],
+                           "µs / op": (1e6 * b / lean["steady_img_s"] / alone["ops / train step"]
+                                       if alone["ops / train step"] else None)}
                     if breakdown:
                         trainer.timer = timer = PhaseTimer(device)
                         trainer.time_epoch(2)

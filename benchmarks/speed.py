@@ -127,6 +127,27 @@ def forward_flops(model: torch.nn.Module, img: int = CROP_SIZE) -> float:
     return float(fc.get_total_flops())
 
 
+def dispatched_ops(fn) -> int:
+    """The aten operations that fn() dispatches, views and bare allocations left out: on a GPU about
+    one kernel each (a convolution's backward is two or three), the same count on any device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and func.overloadpacket not in FREE_OPS:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+FREE_OPS = (torch.ops.aten.detach, torch.ops.aten.empty, torch.ops.aten.empty_strided, torch.ops.aten.lift_fresh)
+
+
 def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "auto", amp: str = "auto",
                     channels_last: bool = True, compile: bool = False, infer_batch: int = 512) -> dict:
     """Train and inference throughput of one registered model on random crops (this process)."""
@@ -176,6 +197,7 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     sync()
     train_ips = steps * batch / (time.perf_counter() - t)
     peak_train = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    ops = None if compile else dispatched_ops(train_step)  # after the timing: counting slows the step
 
     model.eval()
     infer_batch = infer_batch if device.startswith("cuda") else batch
@@ -196,7 +218,8 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     peak_dev = next((v for k, v in PEAK_TFLOPS.items() if device.startswith("cuda")
                      and k in torch.cuda.get_device_name(0)), None)
     return {"model": name, "params (M)": params / 1e6, "GFLOPs/img (fwd)": gflops,
-            "batch": batch, "amp": amp, "compile": compile, "warm-up s (incl. compile)": warm_s, "train img/s": train_ips,
+            "batch": batch, "amp": amp, "compile": compile, "warm-up s (incl. compile)": warm_s,
+            "ops / train step": ops, "train img/s": train_ips,
             "infer img/s": infer_ips, "test set + flip TTA (s)": 2 * TEST_CROPS / infer_ips,
             "peak mem (GiB)": peak_train if peak_train is not None else peak,
             "train TFLOP/s": achieved,

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks.accuracy import parse_spec
 from benchmarks.report import update_section
-from benchmarks.speed import bench_one_model, forward_flops
+from benchmarks.speed import bench_one_model, dispatched_ops, forward_flops
 from lib.data import CROP_SIZE
 from lib.models import create_model
 from lib.paths import REPO
@@ -35,9 +35,19 @@ def test_forward_flops_of_resnet34_regressor():
     assert 2.0e9 < forward_flops(create_model("resnet34")) < 2.8e9
 
 
+def test_dispatched_ops_count_what_would_be_kernels():
+    """Each computing op counts once, whatever its device; views and bare allocations do not."""
+    x = torch.ones(4, 3)
+    assert dispatched_ops(lambda: (x + 1).view(12).mul(2)) == 2
+    assert dispatched_ops(lambda: (x.t(), x[1:], x.detach(), torch.empty(3))) == 0
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert dispatched_ops(lambda: conv(torch.ones(1, 3, 8, 8)).sum().backward()) >= 4  # conv, sum, their backwards
+
+
 def test_bench_one_model_cpu():
     r = bench_one_model("cpm", batch=2, steps=1, device="cpu", amp="off")
     assert r["model"] == "cpm" and r["train img/s"] > 0 and r["infer img/s"] > 0
+    assert 200 < r["ops / train step"] < 400  # 285 when written (fused AdamW: one op for all weights)
     assert r["peak mem (GiB)"] > 0 and r["GFLOPs/img (fwd)"] > 0 and r["% of peak"] is None
 
 

@@ -208,6 +208,7 @@ def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
                        "--out", str(out)]) == 0
     text = out.read_text()
     assert "loop / model" in text and "forward + backward (ms)" in text and "waiting for data (ms)" in text
+    assert "model ops / step" in text and "µs / op" in text
     assert bench_main(["loop", "--cuda-graph", "maybe"]) == 2
     assert "--cuda-graph: expected comma-separated names from off, on" in capsys.readouterr().err
 
