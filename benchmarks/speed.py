@@ -127,25 +127,25 @@ def forward_flops(model: torch.nn.Module, img: int = CROP_SIZE) -> float:
     return float(fc.get_total_flops())
 
 
+FREE_OPS = (torch.ops.aten.detach, torch.ops.aten.empty, torch.ops.aten.empty_strided, torch.ops.aten.lift_fresh)
+
+
 def dispatched_ops(fn) -> int:
-    """The aten operations that fn() dispatches, views and bare allocations left out: on a GPU about
-    one kernel each (a convolution's backward is two or three), the same count on any device."""
+    """The aten operations that fn() dispatches, views and bare allocations (FREE_OPS) left out: on a
+    GPU about one kernel each (a convolution's backward is two or three), the same count on any device."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class Count(TorchDispatchMode):
-        n = 0
+    ops = []
 
+    class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if not func.is_view and func.overloadpacket not in FREE_OPS:
-                Count.n += 1
+                ops.append(func)
             return func(*args, **(kwargs or {}))
 
     with Count():
         fn()
-    return Count.n
-
-
-FREE_OPS = (torch.ops.aten.detach, torch.ops.aten.empty, torch.ops.aten.empty_strided, torch.ops.aten.lift_fresh)
+    return len(ops)
 
 
 def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "auto", amp: str = "auto",

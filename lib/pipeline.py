@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import cli, paths
-from lib.config import PROFILES, ensure_data, resolve_profile
+from lib.config import PROFILES, TrainConfig, ensure_data, resolve_profile
 
 REPO = paths.REPO
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -112,8 +112,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="auto", help="full | gpu | cpu | smoke | auto (full on CUDA, else cpu)")
     ap.add_argument("--only", nargs="*", help="steps to run: data and notebook names")
     ap.add_argument("--skip", nargs="*", help="steps to leave out")
-    ap.add_argument("--data-dir", default="auto", help="the competition files (training.h5, testing.h5); auto: the real "
-                    "ones in data/, else the profile's synthetic set (rendered on first use)")
+    ap.add_argument("--data-dir", default="auto", help=TrainConfig.field_help()["data_dir"])
     args = ap.parse_args(argv)
     t = time.perf_counter()
     try:

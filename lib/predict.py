@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from lib import cli, data, io, metrics, viz
 from lib import reference as reference_hands
-from lib.config import autocast, resolve_amp, resolve_device
+from lib.config import TrainConfig, autocast, resolve_amp, resolve_device
 from lib.joints import NAMES as JOINT_NAMES, NUM_JOINTS
 from lib.models import load_trained
 from lib.runs import Run, labels_fingerprint
@@ -205,7 +205,7 @@ def _image_main(argv: list[str]) -> int:
                     "default: the whole image is the hand crop")
     ap.add_argument("--out", help="output directory (default: beside each image)")
     ap.add_argument("--no-flip", action="store_true", help="no horizontal-flip test-time augmentation (on by default)")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)")
+    ap.add_argument("--device", default="auto", help=TrainConfig.field_help()["device"])
     args = ap.parse_args(argv)
     for r in predict_images(args.images, args.run, args.box, args.out, not args.no_flip, args.device):
         where = "the whole image as the hand crop" if r["box"] is None else f"box {r['box']}"
@@ -228,7 +228,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-flip", action="store_true", help="no horizontal-flip test-time augmentation (on by default)")
     ap.add_argument("--rotations", type=float, nargs="*", default=[],
                     help="test-time rotations in degrees, e.g. --rotations -10 10 (averaged with the upright view)")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto, a GPU when there is one)")
+    ap.add_argument("--device", default="auto", help=TrainConfig.field_help()["device"])
     args = ap.parse_args(argv)
     result = predict_run(Run.find(args.run), not args.no_flip, args.rotations, args.device)
     print(json.dumps(result, indent=2))
