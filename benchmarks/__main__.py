@@ -88,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--batch", type=int, default=None, help="batch size (default: each recipe's)")
     p_lo.add_argument("--steps", type=int, default=None, help="timed steps (default 5 CPU, 50 GPU)")
     p_lo.add_argument("--cuda-graph", default="off", help="off, on, or off,on (both rows)")
+    p_lo.add_argument("--amp", default="auto", help="auto (the training default), bf16, fp16, off (fp32; TF32 convolutions on "
+                      "CUDA), or several, comma-separated: a row each")
     p_lo.add_argument("--pixel-ops", default="auto", help="workers | device | compiled | auto (device on CUDA)")
     p_lo.add_argument("--warp-on-device", action=argparse.BooleanOptionalAction, default=None,
                       help="the workers send the 192 context; the device warps it (with --pixel-ops device or "
@@ -178,6 +180,7 @@ def check_args(a: argparse.Namespace) -> None:
         a.models = list_models() if a.models == "all" else name_list("--models", a.models, list_models())
         a.recipes = tuple(name_list("--recipes", a.recipes, sorted(RECIPES)))
         a.cuda_graph = tuple(w == "on" for w in name_list("--cuda-graph", a.cuda_graph, ("off", "on")))
+        a.amp = tuple(name_list("--amp", a.amp, ("auto", "bf16", "fp16", "off")))
         if a.pixel_ops not in ("workers", "device", "compiled", "auto"):
             raise ValueError(f"--pixel-ops: expected workers, device, compiled or auto, found {a.pixel_ops!r}")
         if a.workers is not None and a.workers < 0:
@@ -257,7 +260,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
                         a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device,
-                        lambda part: loop_section(part, echo=False), a.compile, a.cache_on_device)
+                        lambda part: loop_section(part, echo=False), a.compile, a.cache_on_device, a.amp)
         loop_section(df)
         return 0
     if a.cmd == "leaderboard":

@@ -42,11 +42,12 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",
                profile: str = "auto", breakdown: bool = True, warp_on_device: bool | None = None,
-               progress=None, compile: bool = False, cache_on_device: bool | None = None) -> pd.DataFrame:
-    """One row per (model, recipe, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
+               progress=None, compile: bool = False, cache_on_device: bool | None = None,
+               amps: tuple[str, ...] = ("auto",)) -> pd.DataFrame:
+    """One row per (model, recipe, amp, CUDA graph off/on): loop img/s, model-only img/s, their ratio,
     host syncs per step, and (breakdown) milliseconds per step in each phase; `progress(table so
     far)` after each row."""
-    from lib.config import resolve_device
+    from lib.config import resolve_amp, resolve_device
     from lib.train import Trainer
 
     device = resolve_device(device)
@@ -55,22 +56,23 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
     data_dir = str(ensure_data(data_dir, profile))
     rows, model_only = [], {}
     for model in models:
-        for recipe in recipes:
+        for recipe, amp in ((r, resolve_amp(a, device)) for r in recipes for a in amps):
             b = batch or RECIPES[recipe]["batch_size"]
-            if (model, b) not in model_only:
-                model_only[(model, b)] = speed.bench_one_model(model, b, steps, device)  # eager
+            if (model, b, amp) not in model_only:
+                model_only[(model, b, amp)] = speed.bench_one_model(model, b, steps, device, amp)  # eager
             for graph in graphs:
-                print(f"loop: {model} {recipe} batch {b}{' cuda graph' if graph else ''} ...", flush=True)
+                print(f"loop: {model} {recipe} batch {b} {amp}{' cuda graph' if graph else ''} ...", flush=True)
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = TrainConfig(model=model, recipe=recipe, data_dir=data_dir, device=device, batch_size=b,
                                       limit_train=b * steps, limit_val=64, epochs=1000, run="loop", out_dir=tmp,
                                       resume=False, workers=workers, cuda_graph=graph, pixel_ops=pixel_ops,
                                       warp_on_device=warp_on_device, profile=profile, compile=compile,
-                                      cache_on_device=cache_on_device)
-                    trainer, alone = Trainer(cfg), model_only[(model, b)]
+                                      cache_on_device=cache_on_device, amp=amp)
+                    trainer, alone = Trainer(cfg), model_only[(model, b, amp)]
                     trainer.time_epoch(0)  # warm-up
                     lean = trainer.time_epoch(1)
-                    row = {"model": model, "recipe": recipe, "batch": b, "cuda graph": graph, "compile": compile,
+                    row = {"model": model, "recipe": recipe, "batch": b, "amp": trainer.cfg.amp, "cuda graph": graph,
+                           "compile": compile,
                            "pixel ops": trainer.cfg.pixel_ops + (" + warp" if trainer.cfg.warp_on_device else "")
                            + (" + images on the device" if trainer.cfg.cache_on_device else ""),
                            "workers": "none: drawn" if trainer.cfg.cache_on_device else trainer.cfg.workers,

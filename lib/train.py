@@ -355,7 +355,12 @@ class Trainer:
                              f"(labels {before.get('labels')} then, {self.labels} now: the training file changed); "
                              f"use the original data, another run name, or --no-resume")
         self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except ValueError as e:  # e.g. a run saved before its model's layers were fused (its weights still load)
+            raise ValueError(f"{run.checkpoint_path('last')}: its optimizer state does not fit {cfg.model}'s parameters "
+                             f"of now ({e}); the model's layout changed since this run was saved: use --no-resume "
+                             f"or another run name") from None
         self.scaler.load_state_dict(ck["scaler"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.module.load_state_dict(ck["ema"])

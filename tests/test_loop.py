@@ -205,12 +205,19 @@ def test_the_gpu_profile_trains_only_the_modern_model_on_the_full_synthetic_set(
 def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
     out = tmp_path / "B.md"
     assert bench_main(["loop", "--models", MODEL, "--steps", "2", "--batch", "4", "--data-dir", str(tiny_data),
-                       "--out", str(out)]) == 0
+                       "--amp", "off,bf16", "--out", str(out)]) == 0
     text = out.read_text()
     assert "loop / model" in text and "forward + backward (ms)" in text and "waiting for data (ms)" in text
     assert "model ops / step" in text and "µs / op" in text
+    header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+                     if line.startswith("| ") and "---" not in line]
+    rows = [dict(zip(header, r)) for r in rows]
+    assert [r["amp"] for r in rows] == ["off", "bf16"]  # a row per precision, each with its own model-only step
+    assert int(rows[1]["model ops / step"]) > int(rows[0]["model ops / step"])  # bf16 adds the weights' casts
     assert bench_main(["loop", "--cuda-graph", "maybe"]) == 2
     assert "--cuda-graph: expected comma-separated names from off, on" in capsys.readouterr().err
+    assert bench_main(["loop", "--amp", "fp8"]) == 2
+    assert "--amp: expected comma-separated names from auto, bf16, fp16, off" in capsys.readouterr().err
 
 
 def test_cache_on_device_draws_its_batches_in_the_main_process(tiny_data, tmp_path):

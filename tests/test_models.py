@@ -238,6 +238,39 @@ def test_irv2_fused_heads_equal_separate_branches_and_load_old_checkpoints():
     assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in old.parameters())
 
 
+def test_inception_v3_fused_heads_compute_timms_function_and_load_its_checkpoints():
+    """inception_v3's blocks run their input-reading 1x1 convolutions as one (FusedHeads): from the
+    same seed it is the stock timm layout's model, a checkpoint of that layout (non-trivial BatchNorm
+    state) loads and gives the same outputs and gradients, with the same parameters and 19 fewer
+    convolutions per pass."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    stock = create_model("inception_v3", fused=False)
+    torch.manual_seed(0)
+    fresh = create_model("inception_v3")
+    x = torch.rand(2, 3, 128, 128) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)["kp"], stock(x)["kp"])
+    for m in stock.modules():  # so that a misplaced channel shows
+        if isinstance(m, nn.BatchNorm2d):
+            for t in (m.weight, m.bias, m.running_mean):
+                t.data.uniform_(-1, 1)
+            m.running_var.data.uniform_(0.5, 2)
+    fused = create_model("inception_v3")
+    fused.load_state_dict(stock.state_dict())
+    for mode in ("eval", "train"):
+        getattr(stock, mode)(), getattr(fused, mode)()
+        outs = [m(x)["kp"] for m in (stock, fused)]
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    outs[0].square().mean().backward(), outs[1].square().mean().backward()
+    grads = [torch.cat([p.grad.reshape(-1) for p in m.parameters()]).sort().values for m in (stock, fused)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+    assert [sum(p.numel() for p in m.parameters()) for m in (stock, fused)] == [21_871_626] * 2
+    convs = [sum(isinstance(m, nn.Conv2d) for m in model.modules()) for model in (stock, fused)]
+    assert convs == [94, 75]
+
+
 @pytest.mark.slow  # compiles (~30 s on a CPU)
 def test_compile_model_compiles_irv2_block_by_block():
     """compile_model: irv2's repeated blocks compiled in place (the same object, the same state-dict

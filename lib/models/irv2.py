@@ -105,7 +105,7 @@ class Residual(nn.Module):
         self.act = nn.LeakyReLU(LEAK) if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(x + self.scale * self.up(self.mixed(x)))
+        return self.act(torch.add(x, self.up(self.mixed(x)), alpha=self.scale))  # one kernel for the scaled sum
 
 
 class IRV2(RegressionModel):
