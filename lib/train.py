@@ -355,6 +355,17 @@ class Trainer:
                              f"(labels {before.get('labels')} then, {self.labels} now: the training file changed); "
                              f"use the original data, another run name, or --no-resume")
         self.model.load_state_dict(ck["model"])
+        self.state.update(ck["state"])
+        # the log as of the checkpoint: a kill between writing last.pt and log.csv loses no row
+        self.curve = list(ck.get("curve", []))
+        if "history" in ck:
+            self.history = list(ck["history"])
+        else:  # checkpoints from before the history was kept inside
+            log = run.history()
+            self.history = log[log["step"] <= self.state["step"]].to_dict("records") if len(log) else []
+        if self.state["finished"] and cfg.epochs <= before["epochs"]:  # the rest is only for training on
+            self._say(f"{cfg.run}: finished run found in {run.dir}; nothing to train")
+            return True
         try:
             self.optimizer.load_state_dict(ck["optimizer"])
         except ValueError as e:  # e.g. a run saved before its model's layers were fused (its weights still load)
@@ -367,17 +378,6 @@ class Trainer:
         for g in self.optimizer.param_groups:  # a CUDA graph's run saved it as a tensor; GraphStep makes it one again
             g["lr"] = float(g["lr"])
         torch.set_rng_state(ck["torch_rng"])
-        self.state.update(ck["state"])
-        # the log as of the checkpoint: a kill between writing last.pt and log.csv loses no row
-        self.curve = list(ck.get("curve", []))
-        if "history" in ck:
-            self.history = list(ck["history"])
-        else:  # checkpoints from before the history was kept inside
-            log = run.history()
-            self.history = log[log["step"] <= self.state["step"]].to_dict("records") if len(log) else []
-        if self.state["finished"] and cfg.epochs <= before["epochs"]:
-            self._say(f"{cfg.run}: finished run found in {run.dir}; nothing to train")
-            return True
         self.state["finished"] = False
         self._say(f"{cfg.run}: resuming from epoch {self.state['epoch']} step {self.state['step']}")
         return False

@@ -98,11 +98,13 @@ def test_another_models_checkpoint_in_a_run_is_refused(tiny_data, tmp_path):
 
 def test_a_run_whose_optimizer_state_no_longer_fits_the_model_is_refused_in_one_line(tiny_data, tmp_path):
     """Resuming a run saved before its model's layout changed (say, fused branches: the weights
-    load, the optimizer's parameter list does not) says so, naming the checkpoint and the way out."""
+    load, the optimizer's parameter list does not) says so, naming the checkpoint and the way out;
+    such a run that has finished is found finished as before (make run goes on to its predictions)."""
     run = Run(train.fit(**small(tiny_data, tmp_path, run="o", epochs=1)))
     ck = read_checkpoint(run.checkpoint_path("last"))
     ck["optimizer"]["param_groups"][0]["params"].pop()
     run.save_checkpoint("last", ck)
+    assert train.fit(**small(tiny_data, tmp_path, run="o", epochs=1)) == run.dir
     with pytest.raises(ValueError, match=r"last.pt: its optimizer state does not fit hm_resnet18's parameters of now "
                                          r"\(.*\); .* use --no-resume or another run name"):
         train.fit(**small(tiny_data, tmp_path, run="o", epochs=2))
