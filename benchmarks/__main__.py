@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--batch", type=int, default=None, help="training batch (default 16 CPU, 256 GPU)")
         p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 30 GPU)")
         p.add_argument("--device", default="auto")
-        p.add_argument("--amp", default="auto", help="auto (bf16 on a GPU of compute capability 8.0+, fp16 on older ones) | bf16 | fp16 | off")
+        p.add_argument("--amp", default="auto", help="auto (bf16 on a GPU of compute capability 8.0+ and on a CPU with bf16 "
+                       "instructions, fp16 on older GPUs, else off) | bf16 | fp16 | off")
         p.add_argument("--compile", action="store_true")
         p.add_argument("--no-channels-last", action="store_true")
     p_mo.add_argument("--models", default="all", help="comma-separated names, or all")

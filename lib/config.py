@@ -69,13 +69,23 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16: AMD Zen 4 on, Intel Cooper
+    Lake and Sapphire Rapids on); elsewhere bf16 is emulated, slower than fp32."""
+    caps = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 def resolve_amp(amp: str, device: str) -> str:
-    """auto: off on CPU; on CUDA bf16 where the card computes it natively (compute capability 8.0 on:
-    A100, H100, RTX 30xx/40xx, L4), else fp16 with a gradient scaler (T4, V100, P100, Kaggle's and
-    Colab's free GPUs, where bf16 is emulated or missing)."""
+    """auto: bf16 where the device computes it natively, else what is fastest there:
+    - CUDA: bf16 from compute capability 8.0 on (A100, H100, RTX 30xx/40xx, L4), else fp16 with a
+      gradient scaler (T4, V100, P100, Kaggle's and Colab's free GPUs: bf16 emulated or missing);
+    - CPU: bf16 with bf16 instructions (`cpu_computes_bf16`; on the 2-core development machine 1.3x
+      the training and 1.7x the prediction images per second of fp32, and a lower error at an equal
+      time budget: BENCHMARKS.md §7h), else off (fp32)."""
     if amp == "auto":
         if not device.startswith("cuda"):
-            return "off"
+            return "bf16" if cpu_computes_bf16() else "off"
         return "bf16" if torch.version.hip or torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     if amp not in AMP:
         raise ValueError(f"amp: expected one of {list(AMP) + ['auto']}, found {amp!r}")
@@ -139,7 +149,7 @@ class TrainConfig:
     val_fraction: float = 0.1         # share of the training images held out for validation (a fixed split per dataset)
     seed: int = 0                     # weights, augmentation and batch order
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    amp: str = "auto"                 # auto (bf16 on CUDA 8.0+, fp16 before, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"                 # auto (bf16 on CUDA 8.0+ and on CPUs with bf16 instructions, fp16 on older GPUs, else off) | bf16 | fp16 | off
     channels_last: bool = True        # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False             # torch.compile the model (IRv2 block by block; minutes on a GPU)
     cuda_graph: bool | None = None    # the whole step as one CUDA graph replayed per batch; None: on for one

@@ -93,8 +93,12 @@ def test_the_cuda_graph_is_on_by_default_only_where_it_can_run(tiny_data, tmp_pa
 @pytest.mark.parametrize("capability, amp", [((7, 5), "fp16"), ((6, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_auto_amp_is_bf16_only_on_cards_that_compute_it(tiny_data, tmp_path, monkeypatch, capability, amp):
     """A T4 or P100 (7.5, 6.0: Kaggle's free GPUs) trains in fp16 with the gradient scaler, eagerly; an
-    A100 or H100 (8.0, 9.0) in bf16 with the CUDA graph; a CPU without autocast; an explicit amp stays."""
-    assert config.resolve_amp("auto", "cpu") == "off"
+    A100 or H100 (8.0, 9.0) in bf16 with the CUDA graph; a CPU in bf16 only with bf16 instructions
+    (AVX512-BF16 or AMX), elsewhere emulated; an explicit amp stays."""
+    for caps, cpu_amp in (({"avx512_bf16": True, "amx_bf16": False}, "bf16"), ({"amx_bf16": True}, "bf16"),
+                          ({"avx512_bf16": False, "avx2": True}, "off"), ({}, "off")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
+        assert config.resolve_amp("auto", "cpu") == cpu_amp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
