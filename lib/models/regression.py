@@ -59,7 +59,6 @@ class InceptionV3Regressor(RegressionModel):
         return self.trunk(x)
 
 
-
 # ----------------------------------------------------------------------------- fused 1x1 heads
 def _side_by_side(layers: list[nn.Module]) -> nn.Module:
     """One timm ConvNormAct computing the 1x1 ConvNormAct `layers` side by side: their convolution
