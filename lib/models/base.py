@@ -140,3 +140,15 @@ def conv_bn_act(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int =
         layers.append(nn.BatchNorm2d(cout, eps=eps))
     layers.append(act(**act_kw))
     return nn.Sequential(*layers)
+
+
+def merge_heads_state(state_dict: dict, heads: list[str], merged: str, conv: str = "conv", bn: str = "bn") -> None:
+    """In place: the state of parallel Conv + BatchNorm layers (key prefixes `heads`, their parts named
+    `conv` and `bn`) as that of one wider layer at prefix `merged`, concatenated on the output
+    channels (checkpoints of a model from before its branches' heads were fused); the first
+    layer's BatchNorm counter is kept."""
+    for key in (f"{conv}.weight", f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean", f"{bn}.running_var"):
+        state_dict[merged + key] = torch.cat([state_dict.pop(h + key) for h in heads])
+    counts = [state_dict.pop(f"{h}{bn}.num_batches_tracked", None) for h in heads]
+    if counts[0] is not None:
+        state_dict[f"{merged}{bn}.num_batches_tracked"] = counts[0]

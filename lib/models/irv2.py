@@ -33,7 +33,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from .base import RegressionModel, conv_bn_act
+from .base import RegressionModel, conv_bn_act, merge_heads_state
 
 LEAK = 0.01
 
@@ -78,11 +78,7 @@ class Mixed(nn.Module):
         if prefix + "heads.0.weight" not in state_dict and any(k.startswith(old) for k in state_dict):
             n = len(self.split)
             head = [f"{old}{i}." if self.lone[i] else f"{old}{i}.0." for i in range(n)]
-            for key in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
-                state_dict[prefix + "heads." + key] = torch.cat([state_dict.pop(h + key) for h in head])
-            state_dict[prefix + "heads.1.num_batches_tracked"] = state_dict.pop(head[0] + "1.num_batches_tracked")
-            for h in head[1:]:
-                state_dict.pop(h + "1.num_batches_tracked")
+            merge_heads_state(state_dict, head, prefix + "heads.", conv="0", bn="1")
             for k in [k for k in state_dict if k.startswith(old)]:
                 i, rest = k[len(old):].split(".", 1)
                 if int(i) >= n:

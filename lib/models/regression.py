@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.models.inception_v3 import InceptionA, InceptionC, InceptionD, InceptionE
 from torch import Tensor, nn
 
-from .base import RegressionModel
+from .base import RegressionModel, merge_heads_state
 
 
 class ResNet34Regressor(RegressionModel):
@@ -94,11 +94,7 @@ class FusedHeads(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         old = [f"{prefix}{n}." for n in self.HEADS]
         if prefix + "heads.conv.weight" not in state_dict and old[0] + "conv.weight" in state_dict:
-            for key in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
-                state_dict[prefix + "heads." + key] = torch.cat([state_dict.pop(h + key) for h in old])
-            counts = [state_dict.pop(h + "bn.num_batches_tracked", None) for h in old]
-            if counts[0] is not None:
-                state_dict[prefix + "heads.bn.num_batches_tracked"] = counts[0]
+            merge_heads_state(state_dict, old, prefix + "heads.")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
