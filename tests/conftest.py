@@ -1,5 +1,7 @@
+import contextlib
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import cv2
@@ -70,6 +72,17 @@ def fake_rhd(root, n_train=5, n_eval=4, seed=0):
         with open(root / split / f"anno_{split}.pickle", "wb") as f:
             pickle.dump(anno, f)
     return root
+
+
+@contextlib.contextmanager
+def module_dir(tmp_path_factory, name: str):
+    """A directory for a module-scoped fixture, deleted when the module's tests are done: with
+    pytest.ini's retention policy the disk then holds one module's runs at a time, not the session's."""
+    path = tmp_path_factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

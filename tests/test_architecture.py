@@ -111,3 +111,22 @@ def test_only_tests_marked_gpu_see_a_gpu(pytester, monkeypatch):
     for conftest, outcome in ((GPU_BOX + hooks, dict(passed=2)), (hooks, dict(passed=1, skipped=1))):
         pytester.makeconftest(conftest)
         pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(**outcome)
+
+
+def test_a_passing_tests_files_are_gone_before_the_next_test(pytester):
+    """The suite writes gigabytes of checkpoints over a session (CI once ran out of disk): with the
+    repo's pytest.ini a passing test's tmp_path is deleted when it ends, a failing test's is kept."""
+    pytester.makeini((REPO / "pytest.ini").read_text())
+    pytester.makepyfile(test_disk='''
+def test_a_passes(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(bytes(1000))
+
+def test_b_fails(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(bytes(1000))
+    assert False
+
+def test_c_sees_what_is_left(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    assert sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink()) == ["test_b_fails0"]
+''')
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2, failed=1)

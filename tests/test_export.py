@@ -13,6 +13,7 @@ from torch import nn
 from lib import data, export, train
 from lib.models import create_model, list_models, load_trained
 from lib.runs import Run
+from tests.conftest import module_dir
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -24,16 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def smoke_run(tiny_data, tmp_path_factory) -> Run:
     """A one-epoch hm_resnet18 run on the tiny data (the settings of tests/test_train.py)."""
-    out = tmp_path_factory.mktemp("runs")
-    run_dir = train.fit(model="hm_resnet18", recipe="modern", profile="smoke", data_dir=str(tiny_data),
-                        out_dir=str(out), run="smoke", limit_train=16, batch_size=8, workers=0, seed=3, epochs=1)
-    return Run(run_dir)
+    with module_dir(tmp_path_factory, "runs") as out:
+        yield Run(train.fit(model="hm_resnet18", recipe="modern", profile="smoke", data_dir=str(tiny_data),
+                            out_dir=str(out), run="smoke", limit_train=16, batch_size=8, workers=0, seed=3,
+                            epochs=1))
 
 
 @pytest.fixture(scope="module")
 def exported(smoke_run, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    return export.export_onnx(smoke_run, out, check=True, batches=(1, 32), repeats=3)
+    with module_dir(tmp_path_factory, "onnx") as out:
+        yield export.export_onnx(smoke_run, out / "model.onnx", check=True, batches=(1, 32), repeats=3)
 
 
 def test_export_matches_pytorch_on_the_test_crops(exported, smoke_run, tiny_data):

@@ -7,19 +7,18 @@ import pytest
 
 from lib import pipeline
 from lib.submit import validate_submission
+from tests.conftest import module_dir
 
 pytestmark = pytest.mark.slow  # ~1 minute of papermill kernels: `make test-slow` and CI run it
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ws")
-    mp = pytest.MonkeyPatch()
-    for var, sub in (("HANDJOINTS_DATA", "data"), ("HANDJOINTS_OUTPUTS", "outputs"), ("HANDJOINTS_SUBMISSIONS", "subs")):
-        mp.setenv(var, str(root / sub))
-    timings = pipeline.run(profile="smoke")
-    yield root, timings
-    mp.undo()
+    with module_dir(tmp_path_factory, "ws") as root, pytest.MonkeyPatch.context() as mp:
+        for var, sub in (("HANDJOINTS_DATA", "data"), ("HANDJOINTS_OUTPUTS", "outputs"),
+                         ("HANDJOINTS_SUBMISSIONS", "subs")):
+            mp.setenv(var, str(root / sub))
+        yield root, pipeline.run(profile="smoke")
 
 
 def test_pipeline_runs_every_notebook(workspace):

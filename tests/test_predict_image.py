@@ -10,14 +10,15 @@ import pytest
 from lib import data, predict, train
 from lib.models import create_model, load_trained
 from lib.runs import Run
+from tests.conftest import module_dir
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    run = Run(train.fit(model="hm_resnet18", recipe="modern", profile="smoke", data_dir=str(tiny_data),
-                        out_dir=str(out), run="img", limit_train=16, batch_size=8, workers=0, epochs=1))
-    return run, load_trained(run.dir), data.load_test_crops(tiny_data / "testing.h5")
+    with module_dir(tmp_path_factory, "runs") as out:
+        run = Run(train.fit(model="hm_resnet18", recipe="modern", profile="smoke", data_dir=str(tiny_data),
+                            out_dir=str(out), run="img", limit_train=16, batch_size=8, workers=0, epochs=1))
+        yield run, load_trained(run.dir), data.load_test_crops(tiny_data / "testing.h5")
 
 
 def test_a_test_crop_as_png_gives_the_joints_of_the_crop(trained, tmp_path):
