@@ -772,6 +772,7 @@ def build_cache(training: str | os.PathLike, cache_root: str | os.PathLike | Non
         n = len(tf) if limit is None else min(limit, len(tf))
         tmp = root / f".{key}.{os.getpid()}.tmp"  # this process's: another may build the same cache now
         shutil.rmtree(tmp, ignore_errors=True)
+        io.require_space(root, n * 3 * (CROP_SIZE**2 + CTX_SIZE**2))  # a memory map dies of SIGBUS on a full disk
         tmp.mkdir(parents=True)
         for name, side in (("crop.u8", CROP_SIZE), ("ctx.u8", CTX_SIZE)):
             np.memmap(tmp / name, np.uint8, "w+", shape=(n, side, side, 3)).flush()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -12,6 +14,44 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+# a write that fails while less than this is free on its file system failed for want of space
+# (torch.save then says only "unexpected pos N vs M", h5py "Can't write data")
+FULL_BELOW = 32 << 20
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+_FREE_SOME = "free some space (old runs in outputs/runs, data/cache) and run again"
+
+
+def require_space(path: str | os.PathLike, need: int) -> None:
+    """Refuse up front to write `need` bytes at `path` (a file or folder, created or not) where its disk has
+    less free: for writes that cannot fail cleanly half-way (a memory map dies of SIGBUS on a full disk)."""
+    parent = Path(path)
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if need + FULL_BELOW > free:
+        raise OSError(errno.ENOSPC, f"{path}: needs {_mb(need)} and its disk has {_mb(free)} free; {_FREE_SOME}")
+
+
+def _full_disk(path: Path, tmp: str, exc: BaseException) -> OSError | None:
+    """The clear error for an atomic write that failed because the disk is full, else None; call it
+    before deleting the temporary file (which gives the space back)."""
+    if not isinstance(exc, (OSError, RuntimeError)):  # not a bad input's own error (DataError, ValueError)
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+        written = os.path.getsize(tmp)
+    except OSError:
+        return None
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < FULL_BELOW:
+        return OSError(errno.ENOSPC, f"{path}: the disk ran out of space after {_mb(written)} ({_mb(free)} free); "
+                                     f"the previous file, if any, is unchanged; {_FREE_SOME}")
+    return None
 
 
 def _publish(tmp: str, path: Path) -> None:
@@ -33,9 +73,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterato
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _full_disk(path, tmp, e)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full is not None:
+            raise full from e
         raise
 
 
@@ -49,9 +92,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _full_disk(path, tmp, e)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full is not None:
+            raise full from e
         raise
 
 

@@ -488,3 +488,65 @@ def test_importing_lib_asks_no_network_for_albumentations_updates():
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "quiet", r.stderr[-2000:]
+
+
+def _disk(free: int):
+    """shutil.disk_usage as a disk with `free` bytes left."""
+    return lambda path: shutil._ntuple_diskusage(1 << 40, (1 << 40) - free, free)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_one(tmp_path, monkeypatch):
+    """torch.save on a full disk says only "unexpected pos N vs M" (CI saw it): the write is refused in
+    one line naming the file, the previous last.pt stays, and no temporary file is left."""
+    import errno
+
+    import torch
+
+    from lib.runs import Run
+
+    run = Run(tmp_path / "run")
+    run.save_checkpoint("last", {"w": torch.ones(3)})
+    before = run.checkpoint_path("last").read_bytes()
+
+    def save_on_a_full_disk(obj, f):  # what torch.save does there: part of the file, then its error
+        Path(f).write_bytes(bytes(4096))
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 61262336 vs 61262232")
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", _disk(free=4096))
+    with pytest.raises(OSError) as e:
+        run.save_checkpoint("last", {"w": torch.zeros(3)})
+    line = cli.format_error(e.value)
+    assert e.value.errno == errno.ENOSPC and "\n" not in line
+    assert line.startswith(f"{run.checkpoint_path('last')}: the disk ran out of space after 0 MB (0 MB free)"), line
+    assert "the previous file, if any, is unchanged" in line and "free some space" in line
+    assert run.checkpoint_path("last").read_bytes() == before
+    assert sorted(p.name for p in run.dir.iterdir()) == ["last.pt"]
+
+    # the file system's own ENOSPC is a full disk whatever the free space (a quota), and the same error
+    # with space left is not one: it keeps its own message
+    def enospc(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", enospc)
+    monkeypatch.setattr(shutil, "disk_usage", _disk(free=50 << 30))
+    with pytest.raises(OSError, match="ran out of space .*51,200 MB free"):
+        run.save_checkpoint("last", {})
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        run.save_checkpoint("last", {})
+    assert run.checkpoint_path("last").read_bytes() == before
+    assert sorted(p.name for p in run.dir.iterdir()) == ["last.pt"]
+
+
+def test_a_crop_cache_that_does_not_fit_on_the_disk_is_refused_before_it_starts(tiny_data, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """The cache is written through memory maps, which die of SIGBUS when the disk fills: refused up front."""
+    d = tmp_path / "d"
+    shutil.copytree(tiny_data, d, ignore=shutil.ignore_patterns("cache", "split.json"))
+    monkeypatch.setattr(shutil, "disk_usage", _disk(free=20 << 20))
+    line = one_error_line(capsys, data.main(["cache", str(d)]))
+    assert line.startswith(f"error: {d / 'cache'}: needs ") and "20 MB free" in line, line
+    assert not (d / "cache").exists() or not any((d / "cache").iterdir())
+    monkeypatch.setattr(shutil, "disk_usage", _disk(free=1 << 30))
+    assert data.main(["cache", str(d)]) == 0
