@@ -9,7 +9,7 @@ PROFILE ?= auto
 
 help:
 	@echo "make run       the main job: data (synthetic when no real data), every notebook, a submission"
-	@echo "make test      the test suite without the heavy checks (CPU, about 1.5 minutes)"
+	@echo "make test      the test suite without the heavy checks (CPU, about 2.5 minutes)"
 	@echo "make test-slow the heavy checks: every notebook end to end, overfitting, torchrun (CPU, minutes)"
 	@echo "make test-all  both"
 	@echo "make data      render the synthetic default dataset and build competition files from it"
