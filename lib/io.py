@@ -21,7 +21,7 @@ FULL_BELOW = 32 << 20
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:,.0f} MB"
+    return f"{n / 2**20:,.{1 if n < 10 << 20 else 0}f} MB"
 
 
 _FREE_SOME = "free some space (old runs in outputs/runs, data/cache) and run again"
@@ -35,7 +35,8 @@ def require_space(path: str | os.PathLike, need: int) -> None:
         parent = parent.parent
     free = shutil.disk_usage(parent).free
     if need + FULL_BELOW > free:
-        raise OSError(errno.ENOSPC, f"{path}: needs {_mb(need)} and its disk has {_mb(free)} free; {_FREE_SOME}")
+        raise OSError(errno.ENOSPC, f"{path}: needs {_mb(need)} and {_mb(FULL_BELOW)} to spare, and its disk has "
+                                    f"{_mb(free)} free; {_FREE_SOME}")
 
 
 def _full_disk(path: Path, tmp: str, exc: BaseException) -> OSError | None:

@@ -518,7 +518,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_on
         run.save_checkpoint("last", {"w": torch.zeros(3)})
     line = cli.format_error(e.value)
     assert e.value.errno == errno.ENOSPC and "\n" not in line
-    assert line.startswith(f"{run.checkpoint_path('last')}: the disk ran out of space after 0 MB (0 MB free)"), line
+    assert line.startswith(f"{run.checkpoint_path('last')}: the disk ran out of space after 0.0 MB (0.0 MB free)"), line
     assert "the previous file, if any, is unchanged" in line and "free some space" in line
     assert run.checkpoint_path("last").read_bytes() == before
     assert sorted(p.name for p in run.dir.iterdir()) == ["last.pt"]
@@ -546,7 +546,7 @@ def test_a_crop_cache_that_does_not_fit_on_the_disk_is_refused_before_it_starts(
     shutil.copytree(tiny_data, d, ignore=shutil.ignore_patterns("cache", "split.json"))
     monkeypatch.setattr(shutil, "disk_usage", _disk(free=20 << 20))
     line = one_error_line(capsys, data.main(["cache", str(d)]))
-    assert line.startswith(f"error: {d / 'cache'}: needs ") and "20 MB free" in line, line
+    assert line.startswith(f"error: {d / 'cache'}: needs ") and "32 MB to spare, and its disk has 20 MB free" in line
     assert not (d / "cache").exists() or not any((d / "cache").iterdir())
     monkeypatch.setattr(shutil, "disk_usage", _disk(free=1 << 30))
     assert data.main(["cache", str(d)]) == 0
