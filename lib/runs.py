@@ -236,8 +236,10 @@ class Run:
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, which: str, state: dict) -> None:
-        with io.atomic_path(self.checkpoint_path(which)) as tmp:
-            torch.save(state, tmp)
+        # into a file object this code closes (and fsyncs): torch.save's own file stays open after a failed
+        # write until the garbage collector runs, holding the disk space of the deleted temporary file
+        with io.atomic_open(self.checkpoint_path(which), "wb") as f:
+            torch.save(state, f)
 
     def load_checkpoint(self, which: str = "best", model_name: str | None = None) -> dict:
         return read_checkpoint(self.checkpoint_path(which), model_name)

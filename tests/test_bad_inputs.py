@@ -509,7 +509,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_on
     before = run.checkpoint_path("last").read_bytes()
 
     def save_on_a_full_disk(obj, f):  # what torch.save does there: part of the file, then its error
-        Path(f).write_bytes(bytes(4096))
+        f.write(bytes(4096))
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 61262336 vs 61262232")
 
     monkeypatch.setattr(torch, "save", save_on_a_full_disk)
@@ -550,3 +550,34 @@ def test_a_crop_cache_that_does_not_fit_on_the_disk_is_refused_before_it_starts(
     assert not (d / "cache").exists() or not any((d / "cache").iterdir())
     monkeypatch.setattr(shutil, "disk_usage", _disk(free=1 << 30))
     assert data.main(["cache", str(d)]) == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MB file system (tmpfs; skipped where this user may not mount one)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        done = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_real_full_disk_while_saving_a_checkpoint(small_disk):
+    """torch.save into a 4 MB file system: one line, the last checkpoint kept, the space given back."""
+    import torch
+
+    from lib.runs import Run
+
+    run = Run(small_disk / "run")
+    run.save_checkpoint("last", {"w": torch.ones(100_000)})  # 0.4 MB
+    before = run.checkpoint_path("last").read_bytes()
+    with pytest.raises(OSError, match=r"last\.pt: the disk ran out of space after 3\.\d MB \(0\.0 MB free\)"):
+        run.save_checkpoint("last", {"w": torch.ones(2_000_000)})  # 8 MB
+    assert shutil.disk_usage(small_disk).free > 3 << 20  # the failed write's space is given back at once
+    assert run.checkpoint_path("last").read_bytes() == before
+    assert sorted(p.name for p in run.dir.iterdir()) == ["last.pt"]
