@@ -188,7 +188,7 @@ def test_fit_and_close_stop_the_workers_at_once(tiny_data, tmp_path):
     assert len(set(multiprocessing.active_children()) - before) == 2
     start = time.perf_counter()
     trainer.close()
-    assert time.perf_counter() - start < 3.0
+    assert time.perf_counter() - start < 5.0  # left to the join timeouts: 2 x 5 s; room for a busy machine
     assert set(multiprocessing.active_children()) <= before
 
 

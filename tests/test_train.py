@@ -257,16 +257,22 @@ def test_eval_every_writes_the_learning_curve_and_resume_keeps_it(tiny_data, tmp
 
 
 def test_validation_inside_an_epoch_is_not_training_time(tiny_data, tmp_path, monkeypatch):
-    """A slow validation between steps does not eat into the wall-clock budget or elapsed_s."""
-    real = train.Trainer._validate
+    """A slow validation between steps does not eat into the wall-clock budget or elapsed_s. Each
+    validation takes 100 s of a clock moved forward (no sleeping), so a busy machine's slower steps
+    cannot decide the test: counted, the seven inside the epoch would be 700 s."""
+    import time
+
+    real, real_clock, ahead = train.Trainer._validate, time.perf_counter, [0.0]
 
     def slow(self):
-        import time
-        time.sleep(0.5)
+        ahead[0] += 100.0
         return real(self)
 
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + ahead[0])
     monkeypatch.setattr(train.Trainer, "_validate", slow)
-    run = train.fit(**small(tiny_data, tmp_path, run="paused", epochs=1, batch_size=2, eval_every=1))
-    curve = Run(run).curve()
-    assert len(curve) == 8  # 16 hands / 2: a validation after each of the 8 steps
-    assert curve["elapsed_s"].iloc[-1] < 7 * 0.5  # seven 0.5 s validations inside the epoch not counted
+    run = train.fit(**small(tiny_data, tmp_path, run="paused", epochs=1, batch_size=2, eval_every=1,
+                            budget_minutes=5))
+    curve, log = Run(run).curve(), Run(run).history()
+    assert ahead[0] >= 800  # 16 hands / 2: a validation after each of the 8 steps, and the epoch's
+    assert len(curve) == 8 and log["stopped_by"].fillna("").tolist() == [""]  # not stopped by the budget
+    assert curve["elapsed_s"].iloc[-1] < 100  # the validations inside the epoch are not counted
