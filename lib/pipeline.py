@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,14 +33,38 @@ def notebooks() -> list[str]:
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+class NotebookError(cli.UserError, RuntimeError):
+    """A notebook stopped on an expected error (bad input, a full disk, ...): its one line, the notebook's name
+    and where its executed copy is."""
+
+
+def _expected_error_names() -> set[str]:
+    """The class names of the errors lib.cli prints as one line (builtins and the project's), as papermill
+    reports a notebook's error by its class name only."""
+    from lib import data, runs, submit  # noqa: F401  (the project's error classes)
+
+    def walk(c: type) -> list[type]:
+        return [c] + [s for sub in c.__subclasses__() for s in walk(sub)]
+
+    return {c.__name__ for base in cli.EXPECTED for c in walk(base)
+            if c.__module__ == "builtins" or c.__module__.split(".")[0] in ("lib", "benchmarks")}
+
+
 def run_notebook(name: str, parameters: dict, output_dir: Path | None = None) -> Path:
-    """Execute notebooks/<name>.ipynb headless into outputs/notebooks/, streaming its output."""
+    """Execute notebooks/<name>.ipynb headless into outputs/notebooks/, streaming its output. A cell that
+    stops on an expected error raises NotebookError with its one line; a bug keeps papermill's traceback."""
     import papermill as pm
 
     out = (output_dir or paths.outputs() / "notebooks") / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), parameters=parameters,
-                        cwd=str(NOTEBOOK_DIR), log_output=True, progress_bar=False, kernel_name="python3")
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), parameters=parameters,
+                            cwd=str(NOTEBOOK_DIR), log_output=True, progress_bar=False, kernel_name="python3")
+    except pm.PapermillExecutionError as e:
+        if e.ename in _expected_error_names():
+            line = re.sub(r"^\[Errno \d+\] ", "", "; ".join(s.strip() for s in str(e.evalue).splitlines() if s.strip()))
+            raise NotebookError(f"{name}: {line} (cell In [{e.exec_count}] of {out})") from e
+        raise
     return out
 
 

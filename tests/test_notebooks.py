@@ -72,3 +72,28 @@ def test_a_failing_cell_fails_and_shows_the_cell(workspace):
         pipeline.run_notebook("04_resnet34", {"profile": "smoke", "data_dir": str(root / "data" / "synthetic-smoke"),
                                               "model": "resnet35"}, root / "failed")
     assert "model: expected one of" in str(e.value)
+
+
+def test_a_notebook_stopped_by_an_expected_error_is_one_line_and_a_bug_keeps_its_traceback(tiny_data, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """make run on a full disk (or bad input) ends with the notebook's one line, not a page of traceback."""
+    import re
+
+    import nbformat
+
+    for name, code in (("91_full", "raise OSError(28, '/x/last.pt: the disk ran out of space')"), ("92_bug", "1 / 0")):
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("profile = 'smoke'\ndata_dir = ''", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(code)],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setenv("HANDJOINTS_OUTPUTS", str(tmp_path / "out"))
+    assert pipeline.main(["--only", "91_full", "--data-dir", str(tiny_data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    executed = re.escape(str(tmp_path / "out" / "notebooks" / "91_full.ipynb"))
+    assert len(err) == 1 and re.fullmatch(rf"error: 91_full: /x/last\.pt: the disk ran out of space "
+                                          rf"\(cell In \[\d+\] of {executed}\)", err[0]), err
+    assert pipeline.main(["--only", "92_bug", "--data-dir", str(tiny_data)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: a notebook failed") and "ZeroDivisionError" in err and "1 / 0" in err
