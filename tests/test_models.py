@@ -271,6 +271,50 @@ def test_inception_v3_fused_heads_compute_timms_function_and_load_its_checkpoint
     assert convs == [94, 75]
 
 
+def test_batchnorm_counters_are_dropped_and_older_checkpoints_load(tmp_path):
+    """create_model's BatchNorm layers keep no num_batches_tracked: a training step dispatches one op
+    per layer fewer (the counter's += 1), the statistics move as before, and a checkpoint holding the
+    counters (older runs, timm's) loads into the model, its EMA and through load_weights."""
+    from torch import nn
+
+    from benchmarks.speed import dispatched_ops
+    from lib.models import load_weights
+    from lib.models.regression import ResNet34Regressor
+    from lib.train import LeanEma
+
+    torch.manual_seed(0)
+    old = ResNet34Regressor()  # the class alone: with the counters, as every model had them before
+    torch.manual_seed(0)
+    new = create_model("resnet34")
+    layers = [m for m in new.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(layers) == 36 and all(m.num_batches_tracked is None for m in layers)
+    assert not [k for k in new.state_dict() if k.endswith("num_batches_tracked")]
+    assert len([k for k in old.state_dict() if k.endswith("num_batches_tracked")]) == 36
+    x, kp, vis = _batch(2)
+
+    def step(model):
+        model.loss(model(x), kp, vis).backward()
+
+    assert dispatched_ops(lambda: step(old)) - dispatched_ops(lambda: step(new)) == len(layers)
+    stats = [{k: v for k, v in m.state_dict().items() if k.endswith(("running_mean", "running_var"))} for m in (old, new)]
+    assert len(stats[1]) == 72
+    torch.testing.assert_close(stats[1], stats[0])
+    for m in old.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.num_batches_tracked.fill_(7)
+            m.running_mean.data.uniform_(-1, 1)
+    torch.save(old.state_dict(), tmp_path / "old.pt")
+    loaded = create_model("resnet34")
+    loaded.load_state_dict(old.state_dict())
+    ema = LeanEma(create_model("resnet34"), 0.99).module
+    ema.load_state_dict(old.state_dict())
+    from_file = load_weights(create_model("resnet34"), tmp_path / "old.pt")
+    with torch.no_grad():
+        want = old.eval()(x)["kp"]
+        for model in (loaded, ema, from_file):
+            assert torch.equal(model.eval()(x)["kp"], want)
+
+
 @pytest.mark.slow  # compiles (~30 s on a CPU)
 def test_compile_model_compiles_irv2_block_by_block():
     """compile_model: irv2's repeated blocks compiled in place (the same object, the same state-dict

@@ -142,6 +142,26 @@ def conv_bn_act(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int =
     return nn.Sequential(*layers)
 
 
+def drop_batchnorm_counters(model: nn.Module) -> nn.Module:
+    """In place: no `num_batches_tracked` in the BatchNorm layers that have a momentum.
+
+    In training BatchNorm adds 1 to that counter at every pass, one more kernel per layer (152 of
+    IRv2's ~2,000 per training step, 75 of Inception-v3's ~780), though only `momentum=None` (a
+    cumulative average) reads it. The statistics and the function stay as they were. Checkpoints
+    that hold the counters (older ones, timm's) still load: each layer drops its counter on loading.
+    (torch's SyncBatchNorm needs the counter: convert before dropping, or do not drop.)"""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None \
+                and m.num_batches_tracked is not None:
+            m.num_batches_tracked = None
+            m.register_load_state_dict_pre_hook(_drop_loaded_counter)
+    return model
+
+
+def _drop_loaded_counter(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    state_dict.pop(prefix + "num_batches_tracked", None)
+
+
 def merge_heads_state(state_dict: dict, heads: list[str], merged: str, conv: str = "conv", bn: str = "bn") -> None:
     """In place: the state of parallel Conv + BatchNorm layers (key prefixes `heads`, their parts named
     `conv` and `bn`) as that of one wider layer at prefix `merged`, concatenated on the output
