@@ -315,11 +315,31 @@ def ensure_data(data_dir: str | os.PathLike = "auto", profile: str = "auto", wor
     if have is not None and have != stamp:
         print(f"data: {out} holds another synthetic set ({have}); rendering it again as {stamp}", flush=True)
         shutil.rmtree(out / "rhd", ignore_errors=True)
+    _require_render_space(out, stamp, profile)
     print(f"data: no real competition files in {real}; rendering the synthetic default "
           f"({stamp['training_images']} training + {stamp['evaluation_images']} evaluation images, "
           f"profile {profile}) into {out}", flush=True)
     _render_synthetic(out, stamp, workers or os.cpu_count() or 1)
     return out
+
+
+# disk per rendered image, measured (2026-11-27, 300 training + 100 evaluation images): its PNGs in the
+# RHD folder (colour, mask, depth) and its rows of the competition files (training.h5: the 320x320
+# image; testing.h5: its hands' 128x128 crops). The crop cache is checked when it is built (lib.data).
+DISK_PER_IMAGE = {"training": 555_000, "evaluation": 420_000}
+
+
+def _require_render_space(out: Path, stamp: dict, profile: str) -> None:
+    """Refuse a synthetic set that cannot fit before rendering it (the gpu and full profiles' is ~23 GB), not
+    when the disk fills minutes later; the images of a stopped render count as written."""
+    need = (stamp["training_images"] * DISK_PER_IMAGE["training"]
+            + stamp["evaluation_images"] * DISK_PER_IMAGE["evaluation"])
+    rhd = out / "rhd"
+    have = sum(p.stat().st_size for p in rhd.rglob("*") if p.is_file()) if rhd.is_dir() else 0
+    io.require_space(out, max(need - have, 0),
+                     what=f"the {profile} profile's synthetic set ({stamp['training_images']} training + "
+                          f"{stamp['evaluation_images']} evaluation images)",
+                     hint=f", or set {paths.DATA_ENV} to a folder on a larger disk")
 
 
 def _render_synthetic(out: Path, stamp: dict, workers: int) -> None:

@@ -27,16 +27,17 @@ def _mb(n: int) -> str:
 _FREE_SOME = "free some space (old runs in outputs/runs, data/cache) and run again"
 
 
-def require_space(path: str | os.PathLike, need: int) -> None:
+def require_space(path: str | os.PathLike, need: int, what: str = "", hint: str = "") -> None:
     """Refuse up front to write `need` bytes at `path` (a file or folder, created or not) where its disk has
-    less free: for writes that cannot fail cleanly half-way (a memory map dies of SIGBUS on a full disk)."""
+    less free: for writes that cannot fail cleanly half-way (a memory map dies of SIGBUS on a full disk),
+    or that would fill the disk only after long work. `what` names the work, `hint` adds a way out."""
     parent = Path(path)
     while not parent.exists():
         parent = parent.parent
     free = shutil.disk_usage(parent).free
     if need + FULL_BELOW > free:
-        raise OSError(errno.ENOSPC, f"{path}: needs {_mb(need)} and {_mb(FULL_BELOW)} to spare, and its disk has "
-                                    f"{_mb(free)} free; {_FREE_SOME}")
+        raise OSError(errno.ENOSPC, f"{path}: {what + ' ' if what else ''}needs {_mb(need)} and {_mb(FULL_BELOW)} "
+                                    f"to spare, and its disk has {_mb(free)} free; {_FREE_SOME}{hint}")
 
 
 def _full_disk(path: Path, tmp: str, exc: BaseException) -> OSError | None:

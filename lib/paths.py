@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_ENV = "HANDJOINTS_DATA"
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("HANDJOINTS_DATA", REPO / "data"))
+    return Path(os.environ.get(DATA_ENV, REPO / "data"))
 
 
 def outputs() -> Path:

@@ -379,6 +379,38 @@ def test_skin_detail_palm_lines_only_on_the_palm_side() -> None:
     assert np.array_equal(f, skin.detail(model, q, n, np.array([0, 0]), seed=3))  # deterministic
 
 
+def test_a_synthetic_set_that_cannot_fit_is_refused_before_rendering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                      ) -> None:
+    """ensure_data weighs the profile's set against the free disk before rendering it: one line naming
+    the folder, the set, the need, the free space and HANDJOINTS_DATA as a way out, nothing rendered;
+    one byte more and it renders; the images of a stopped render count as written."""
+    import shutil
+
+    from lib import cli, config, io
+
+    monkeypatch.setenv("HANDJOINTS_DATA", str(tmp_path))
+    monkeypatch.setitem(config.PROFILES["smoke"], "synthetic", (3, 2))
+    need = 3 * config.DISK_PER_IMAGE["training"] + 2 * config.DISK_PER_IMAGE["evaluation"]
+
+    def free(n: int) -> None:
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, (1 << 40) - n, n))
+
+    free(need + io.FULL_BELOW - 1)
+    with pytest.raises(OSError) as e:
+        config.ensure_data("auto", "smoke", workers=1)
+    line = cli.format_error(e.value)
+    out = config.synthetic_dir("smoke")
+    assert line.startswith(f"{out}: the smoke profile's synthetic set (3 training + 2 evaluation images) needs "
+                           f"{need / 2**20:.1f} MB and 32 MB to spare, and its disk has "), line
+    assert line.endswith("or set HANDJOINTS_DATA to a folder on a larger disk") and "\n" not in line
+    assert not list(tmp_path.rglob("*.png"))
+    free(need + io.FULL_BELOW)
+    assert config.ensure_data("auto", "smoke", workers=1) == out
+    (out / config.STAMP).unlink()  # as if stopped after rendering: the images are on the disk already
+    free(need + io.FULL_BELOW - 1)
+    assert config.ensure_data("auto", "smoke", workers=1) == out
+
+
 def test_data_of_another_renderer_version_is_rendered_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture) -> None:
     import json
