@@ -2,6 +2,7 @@ import contextlib
 import os
 import pickle
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,30 @@ pytest_plugins = ["pytester"]  # tests of the suite itself (test_architecture.py
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "reference"
+
+
+# the most disk the suite's temporary files take at once, measured (2026-11-27): the quick tier 0.6 GB,
+# the slow tier 2.0 GB; checked when a whole tier runs (at least DISK_CHECK_FROM tests), not for a few
+DISK_NEED_GB = {"quick": 1.0, "slow": 2.5}
+DISK_CHECK_FROM = 50
+
+
+def pytest_collection_finish(session):
+    """Stop at once, in one line, where the temporary folder's disk cannot hold the tests' files,
+    instead of "No space left on device" inside some test minutes later (as CI once did)."""
+    items = session.items
+    if len(items) < DISK_CHECK_FROM:
+        return
+    need = DISK_NEED_GB["slow" if any(i.get_closest_marker("slow") for i in items) else "quick"]
+    base = Path(session.config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir())
+    where = base
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free / 2**30
+    if free < need:
+        pytest.exit(f"{base}: these {len(items)} tests need {need} GB free for their temporary files and its disk "
+                    f"has {free:.1f} GB; free some space, or give a folder on a larger disk with --basetemp",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -113,6 +113,47 @@ def test_only_tests_marked_gpu_see_a_gpu(pytester, monkeypatch):
         pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(**outcome)
 
 
+def test_a_suite_without_the_disk_for_its_files_stops_in_one_line(pytester, monkeypatch):
+    """A whole tier on a disk too full for its temporary files stops before its first test, in one line
+    naming the folder, the need and the free space; with the space it runs, and a few tests always run."""
+    import shutil
+
+    import pytest
+
+    from tests import conftest
+
+    pytester.makeini("[pytest]\nmarkers =\n    slow: slow\n")
+    pytester.makeconftest("from tests.conftest import pytest_collection_finish\n")
+    pytester.makepyfile(test_many='''
+import pytest
+
+@pytest.mark.parametrize("i", range(60))
+def test_quick(i):
+    pass
+
+@pytest.mark.slow
+def test_slow():
+    pass
+''')
+    basetemp = pytester.path / "tmp"
+
+    def free(gb: float) -> None:
+        n = int(gb * 2**30)
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, (1 << 40) - n, n))
+
+    free(conftest.DISK_NEED_GB["quick"] + 0.1)  # enough for the quick tier, not for the slow one
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--basetemp={basetemp}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines([f"*{basetemp}: these 61 tests need 2.5 GB free for their temporary files and its "
+                                 f"disk has 1.1 GB; free some space, or give a folder on a larger disk with --basetemp*"])
+    assert "passed" not in result.stdout.str()
+    pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--basetemp={basetemp}", "-m", "not slow"
+                                 ).assert_outcomes(passed=60)
+    free(0.1)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--basetemp={basetemp}", "-k", "test_quick and 1"
+                                 ).assert_outcomes(passed=15)
+
+
 def test_a_passing_tests_files_are_gone_before_the_next_test(pytester):
     """The suite writes gigabytes of checkpoints over a session (CI once ran out of disk): with the
     repo's pytest.ini a passing test's tmp_path is deleted when it ends, a failing test's is kept."""
