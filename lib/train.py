@@ -198,6 +198,38 @@ class LeanEma:
             torch._foreach_copy_(ema_o, live_o)
 
 
+def optimizer_state_across_layouts(model: torch.nn.Module, weights: dict, opt_state: dict) -> dict | None:
+    """The optimizer state of a run saved in an older layout of `model` (layers since fused or renamed,
+    which its loading hooks map, e.g. Inception-v3's FusedHeads), for `model`'s parameters: each
+    per-parameter tensor (Adam's moments) goes where loading puts that parameter's weight. `weights`
+    and `opt_state` are that run's model and optimizer state dicts (one parameter group). None where
+    they do not pair up (then the run cannot be resumed)."""
+    import copy
+
+    groups, state = opt_state.get("param_groups", []), opt_state.get("state", {})
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    names = [k for k in weights if not k.endswith(buffers)]  # the old parameters, in their order
+    if len(groups) != 1 or groups[0]["params"] != list(range(len(names))) or set(state) != set(range(len(names))):
+        return None
+    per_param = [k for k, v in state[0].items() if torch.is_tensor(v) and v.shape == weights[names[0]].shape]
+    if not per_param or any(state[i][k].shape != weights[n].shape for i, n in enumerate(names) for k in per_param):
+        return None
+    mapped = {}
+    for key in per_param:
+        twin = copy.deepcopy(model)
+        try:
+            twin.load_state_dict({**weights, **{n: state[i][key] for i, n in enumerate(names)}})
+        except (RuntimeError, KeyError):
+            return None
+        mapped[key] = [p.detach() for p in twin.parameters()]
+    n = len(mapped[per_param[0]])
+    shared = {k: v for k, v in state[0].items() if k not in per_param}  # e.g. Adam's step, the same for all
+    own = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731 (a fused optimizer adds to each step in place)
+    return {"state": {i: {**{k: own(v) for k, v in shared.items()}, **{k: mapped[k][i] for k in per_param}}
+                      for i in range(n)},
+            "param_groups": [{**groups[0], "params": list(range(n))}]}
+
+
 class GraphStep:
     """The whole optimisation step (forward, loss, backward, clipping, optimizer) as one CUDA graph,
     replayed per batch: small batches stop paying a kernel launch per layer from Python.
@@ -369,9 +401,14 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(ck["optimizer"])
         except ValueError as e:  # e.g. a run saved before its model's layers were fused (its weights still load)
-            raise ValueError(f"{run.checkpoint_path('last')}: its optimizer state does not fit {cfg.model}'s parameters "
-                             f"of now ({e}); the model's layout changed since this run was saved: use --no-resume "
-                             f"or another run name") from None
+            mapped = optimizer_state_across_layouts(self.model, ck["model"], ck["optimizer"])
+            if mapped is None:
+                raise ValueError(f"{run.checkpoint_path('last')}: its optimizer state does not fit {cfg.model}'s "
+                                 f"parameters of now ({e}); the model's layout changed since this run was saved: use "
+                                 f"--no-resume or another run name") from None
+            self.optimizer.load_state_dict(mapped)
+            self._say(f"{cfg.run}: the run was saved in an older layout of {cfg.model}; its optimizer state was "
+                      f"mapped onto the layers of now")
         self.scaler.load_state_dict(ck["scaler"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.module.load_state_dict(ck["ema"])

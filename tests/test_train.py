@@ -276,3 +276,44 @@ def test_validation_inside_an_epoch_is_not_training_time(tiny_data, tmp_path, mo
     assert ahead[0] >= 800  # 16 hands / 2: a validation after each of the 8 steps, and the epoch's
     assert len(curve) == 8 and log["stopped_by"].fillna("").tolist() == [""]  # not stopped by the budget
     assert curve["elapsed_s"].iloc[-1] < 100  # the validations inside the epoch are not counted
+
+
+def test_an_older_layouts_optimizer_state_is_mapped_onto_the_fused_layers():
+    """A run saved with Inception-v3's old layout (timm's separate 1x1 heads) resumes in the fused one:
+    its Adam moments are mapped onto the fused layers (train.optimizer_state_across_layouts), so the
+    next step moves every weight as the old layout's next step does."""
+    torch.manual_seed(0)
+    old = create_model("inception_v3", fused=False)
+    g = torch.Generator().manual_seed(0)
+    x, kp = torch.rand(2, 3, 128, 128, generator=g) * 255, 12 + 104 * torch.rand(2, 21, 2, generator=g)
+
+    def step(model, opt):
+        opt.zero_grad()
+        model.loss(model(x), kp).backward()
+        opt.step()
+
+    def adamw(model):
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
+
+    old_opt = adamw(old)
+    for _ in range(3):
+        step(old, old_opt)
+    new = create_model("inception_v3")
+    new.load_state_dict(old.state_dict())
+    new_opt = adamw(new)
+    with pytest.raises(ValueError):  # what resuming met before
+        new_opt.load_state_dict(old_opt.state_dict())
+    mapped = train.optimizer_state_across_layouts(new, old.state_dict(), old_opt.state_dict())
+    new_opt.load_state_dict(mapped)
+    before = [p.detach().clone() for p in new.parameters()]
+    step(old, old_opt), step(new, new_opt)
+    want = create_model("inception_v3")
+    want.load_state_dict(old.state_dict())  # the old layout's weights after its 4th step, in the fused layout
+    moved = [(q - b).abs().mean().item() for q, b in zip(want.parameters(), before)]
+    assert min(moved) > 1e-6  # every layer moved
+    # Adam divides by its moments, so where a gradient is ~0 the fused and separate convolutions' rounding
+    # shows in single elements: compared per layer, on the mean
+    off = [(p - q).abs().mean().item() / m for p, q, m in zip(new.parameters(), want.parameters(), moved)]
+    assert max(off) < 0.02, max(off)
+    # a state that does not pair up with the checkpoint's parameters is not guessed at
+    assert train.optimizer_state_across_layouts(new, create_model("resnet34").state_dict(), old_opt.state_dict()) is None
