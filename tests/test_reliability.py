@@ -97,8 +97,9 @@ def test_another_models_checkpoint_in_a_run_is_refused(tiny_data, tmp_path):
 
 
 def test_a_run_whose_optimizer_state_no_longer_fits_the_model_is_refused_in_one_line(tiny_data, tmp_path):
-    """Resuming a run saved before its model's layout changed (say, fused branches: the weights
-    load, the optimizer's parameter list does not) says so, naming the checkpoint and the way out;
+    """Resuming a run whose optimizer state does not pair up with the model's parameters, not even
+    through the model's loading hooks (a layout change they map is resumed: test_train), says so,
+    naming the checkpoint and the way out;
     such a run that has finished is found finished as before (make run goes on to its predictions)."""
     run = Run(train.fit(**small(tiny_data, tmp_path, run="o", epochs=1)))
     ck = read_checkpoint(run.checkpoint_path("last"))
