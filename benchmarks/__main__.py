@@ -247,7 +247,7 @@ def _main(argv: list[str] | None = None) -> int:
                                                a.compile)))
         return 0
     if a.cmd == "loop":
-        from benchmarks.loop import bench_loop
+        from benchmarks.loop import bench_loop, report_total
 
         device = resolve_device(a.device)
 
@@ -257,7 +257,9 @@ def _main(argv: list[str] | None = None) -> int:
                     "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); loop img/s "
                     "from the epoch's first batch on (epoch start apart); model-only = `models` on random crops at "
                     "the same batch (eager, also for --compile rows); host syncs / step = the loop's reads of the device; (ms) columns = a further "
-                    "epoch with the device synchronised at each phase end", a.out, echo)
+                    "epoch with the device synchronised at each phase end; report epochs (min) = the report's epochs "
+                    "of the competition's training hands at the loop's rate" + (f"; {total}" if (total := report_total(df)) else ""),
+                    a.out, echo)
 
         df = bench_loop(a.models, a.recipes, a.batch, a.steps, device, a.workers, a.cuda_graph, a.pixel_ops,
                         a.data_dir, a.profile, not a.no_breakdown, a.warp_on_device,

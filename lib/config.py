@@ -51,6 +51,7 @@ RECIPES: dict[str, dict] = {
                    batch_size=32, augment="modern", augment_ramp=0.0, sampler="shuffle", ema=0.998, grad_clip=5.0),
 }
 REPORT_EPOCHS = {"irv2": 108, "resnet34": 55, "cpm": 40, "inception_v3": 40}
+REPORT_TRAIN_HANDS = 57_466  # the competition's training hands: one epoch of the report
 MODERN_EPOCHS = 60
 AMP = ("bf16", "fp16", "off")
 

@@ -107,3 +107,21 @@ def test_bench_accuracy_reads_finished_runs(tmp_path, monkeypatch):
     assert list(df["run"]) == ["a_modern_cpu", "b_paper_cpu"]  # sorted by kaggle_mse; unfinished left out
     assert df["train min"].iloc[0] == pytest.approx(2.0) and df["epochs"].iloc[0] == pytest.approx(2.0)
     assert df["train img/s"].iloc[0] == pytest.approx(15.0) and df["test kaggle_mse"].isna().all()
+
+
+def test_report_epochs_time_from_the_loops_paper_rows():
+    """benchmarks loop's `paper` rows carry the report run's minutes at their rate; the four report models'
+    total comes from each one's fastest row (BENCHMARKS 7c by hand: 4.5 h), and only when all four have one."""
+    import pandas as pd
+
+    from benchmarks.loop import report_minutes, report_total
+
+    assert report_minutes("irv2", 505) == pytest.approx(57_466 * 108 / 505 / 60)
+    rates = [("resnet34", 2439), ("resnet34", 2909), ("cpm", 3048), ("inception_v3", 1131), ("irv2", 505),
+             ("hm_resnet18", None)]
+    df = pd.DataFrame([{"model": m, "report epochs (min)": report_minutes(m, r) if r else None} for m, r in rates])
+    line = report_total(df)
+    assert line.startswith("the four report models at report epochs of 57,466 hands, from their fastest rows: "
+                           "269 min in all (irv2 108 epochs 205 min, resnet34 55 epochs 18 min, cpm 40 epochs 13 min, "
+                           "inception_v3 40 epochs 34 min)"), line
+    assert report_total(df[df.model != "cpm"]) == "" and report_total(df.drop(columns="report epochs (min)")) == ""
