@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -204,12 +205,11 @@ def optimizer_state_across_layouts(model: torch.nn.Module, weights: dict, opt_st
     per-parameter tensor (Adam's moments) goes where loading puts that parameter's weight. `weights`
     and `opt_state` are that run's model and optimizer state dicts (one parameter group). None where
     they do not pair up (then the run cannot be resumed)."""
-    import copy
-
     groups, state = opt_state.get("param_groups", []), opt_state.get("state", {})
     buffers = ("running_mean", "running_var", "num_batches_tracked")
     names = [k for k in weights if not k.endswith(buffers)]  # the old parameters, in their order
-    if len(groups) != 1 or groups[0]["params"] != list(range(len(names))) or set(state) != set(range(len(names))):
+    if not names or len(groups) != 1 or groups[0]["params"] != list(range(len(names))) \
+            or set(state) != set(range(len(names))):
         return None
     per_param = [k for k, v in state[0].items() if torch.is_tensor(v) and v.shape == weights[names[0]].shape]
     if not per_param or any(state[i][k].shape != weights[n].shape for i, n in enumerate(names) for k in per_param):
