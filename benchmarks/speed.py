@@ -151,13 +151,13 @@ def dispatched_ops(fn) -> int:
 def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "auto", amp: str = "auto",
                     channels_last: bool = True, compile: bool = False, infer_batch: int = 512) -> dict:
     """Train and inference throughput of one registered model on random crops (this process)."""
-    from lib.models import compile_model, create_model
+    from lib.models import compile_model, create_model, drop_batchnorm_counters
 
     device = resolve_device(device)
     amp = resolve_amp(amp, device)
     torch.backends.cudnn.benchmark = True  # as lib.train: fixed shapes, cuDNN's fastest kernels
     torch.manual_seed(0)
-    model = create_model(name)
+    model = drop_batchnorm_counters(create_model(name))  # as lib.train trains it
     params = sum(p.numel() for p in model.parameters())
     gflops = forward_flops(model) / 1e9
     model = model.to(device)

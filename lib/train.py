@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from lib import augment, cli, data, metrics, paths
 from lib.config import TrainConfig, autocast, ensure_data, resolve_device, resolve_profile
-from lib.models import compile_model, create_model, list_models
+from lib.models import compile_model, create_model, drop_batchnorm_counters, list_models
 from lib.runs import Run, labels_fingerprint
 from lib.samplers import EpochBatches
 
@@ -188,8 +188,9 @@ class LeanEma:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        if self.pairs is None:
-            ema, live = list(self.module.state_dict().values()), list(model.state_dict().values())
+        if self.pairs is None:  # BatchNorm's counters left out: unread, and dropped in training (state dicts hold 0)
+            ema, live = ([v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")]
+                         for m in (self.module, model))
             fl = [i for i, t in enumerate(ema) if t.is_floating_point()]
             other = [i for i, t in enumerate(ema) if not t.is_floating_point()]
             self.pairs = ([ema[i] for i in fl], [live[i] for i in fl], [ema[i] for i in other], [live[i] for i in other])
@@ -356,7 +357,8 @@ class Trainer:
     def _build_model(self) -> None:
         """Model (channels-last), optimizer, gradient scaler and EMA."""
         cfg = self.cfg
-        self.model = create_model(cfg.model, **cfg.model_kwargs).to(self.device)
+        # without BatchNorm's step counters: one kernel per layer and step less, the same state dicts
+        self.model = drop_batchnorm_counters(create_model(cfg.model, **cfg.model_kwargs)).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]  # checked by resolved()

@@ -141,6 +141,10 @@ def test_epoch_files_are_written_behind_training_and_all_there_when_fit_returns(
     ck = read_checkpoint(Path(run) / "last.pt")
     assert ck["state"]["step"] == 12 and len(ck["history"]) == 3
     assert all(not t.is_cuda for t in ck["model"].values())
+    # trained without BatchNorm's counters (one kernel per layer and step less), saved with them
+    counters = [k for k in ck["model"] if k.endswith("num_batches_tracked")]
+    assert counters and {k for k in ck["ema"] if k.endswith("num_batches_tracked")} == set(counters)
+    assert train.Trainer(TrainConfig(**small(tiny_data, tmp_path, run="n"))).model.backbone.bn1.num_batches_tracked is None
     assert hasattr(train.cpu_copy(train.Trainer(TrainConfig(**small(tiny_data, tmp_path, run="m"))).model.state_dict()),
                    "_metadata")
 

@@ -271,25 +271,25 @@ def test_inception_v3_fused_heads_compute_timms_function_and_load_its_checkpoint
     assert convs == [94, 75]
 
 
-def test_batchnorm_counters_are_dropped_and_older_checkpoints_load(tmp_path):
-    """create_model's BatchNorm layers keep no num_batches_tracked: a training step dispatches one op
-    per layer fewer (the counter's += 1), the statistics move as before, and a checkpoint holding the
-    counters (older runs, timm's) loads into the model, its EMA and through load_weights."""
+def test_training_drops_batchnorm_counters_and_keeps_the_state_dicts(tmp_path):
+    """drop_batchnorm_counters (lib.train's model): a training step dispatches one op per BatchNorm layer
+    fewer (the counter's += 1), the statistics move as before, and the state dicts keep their keys, so
+    checkpoints load both ways: a model with counters (every model before, timm's) into one without, its
+    EMA and load_weights, and back. create_model keeps the counters (torch's reset_running_stats needs them)."""
     from torch import nn
 
     from benchmarks.speed import dispatched_ops
-    from lib.models import load_weights
-    from lib.models.regression import ResNet34Regressor
+    from lib.models import drop_batchnorm_counters, load_weights
     from lib.train import LeanEma
 
     torch.manual_seed(0)
-    old = ResNet34Regressor()  # the class alone: with the counters, as every model had them before
+    old = create_model("resnet34")
     torch.manual_seed(0)
-    new = create_model("resnet34")
+    new = drop_batchnorm_counters(create_model("resnet34"))
     layers = [m for m in new.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(layers) == 36 and all(m.num_batches_tracked is None for m in layers)
-    assert not [k for k in new.state_dict() if k.endswith("num_batches_tracked")]
-    assert len([k for k in old.state_dict() if k.endswith("num_batches_tracked")]) == 36
+    assert all(m.num_batches_tracked is not None for m in old.modules() if isinstance(m, nn.BatchNorm2d))
+    assert list(new.state_dict()) == list(old.state_dict())
     x, kp, vis = _batch(2)
 
     def step(model):
@@ -304,15 +304,20 @@ def test_batchnorm_counters_are_dropped_and_older_checkpoints_load(tmp_path):
             m.num_batches_tracked.fill_(7)
             m.running_mean.data.uniform_(-1, 1)
     torch.save(old.state_dict(), tmp_path / "old.pt")
-    loaded = create_model("resnet34")
+    loaded = drop_batchnorm_counters(create_model("resnet34"))
     loaded.load_state_dict(old.state_dict())
-    ema = LeanEma(create_model("resnet34"), 0.99).module
+    ema = LeanEma(drop_batchnorm_counters(create_model("resnet34")), 0.99).module
     ema.load_state_dict(old.state_dict())
-    from_file = load_weights(create_model("resnet34"), tmp_path / "old.pt")
+    from_file = load_weights(drop_batchnorm_counters(create_model("resnet34")), tmp_path / "old.pt")
+    back = create_model("resnet34")
+    back.load_state_dict(loaded.state_dict())  # strict: a model with counters takes the dropped one's state
     with torch.no_grad():
         want = old.eval()(x)["kp"]
-        for model in (loaded, ema, from_file):
+        for model in (loaded, ema, from_file, back):
             assert torch.equal(model.eval()(x)["kp"], want)
+    for m in create_model("resnet34").modules():  # torch's API on the models users get
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
 
 
 @pytest.mark.slow  # compiles (~30 s on a CPU)

@@ -28,7 +28,7 @@ from .regression import InceptionV3Regressor, ResNet34Regressor
 from .simcc import SimCCNet
 
 __all__ = ["create_model", "compile_model", "list_models", "load_weights", "load_trained", "KeypointModel",
-           "MODERN_DEFAULT"]
+           "MODERN_DEFAULT", "drop_batchnorm_counters"]
 
 # name -> (factory, default kwargs, one-line description)
 _REGISTRY: dict[str, tuple[Callable[..., KeypointModel], dict[str, Any], str]] = {
@@ -71,7 +71,6 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **kw: A
     except TypeError as e:  # e.g. an option the timm backbone does not take
         raise ValueError(f"model_kwargs for {name}: {e}") from e
     model.name = name
-    drop_batchnorm_counters(model)  # one kernel per BatchNorm layer and step less; the function is the same
     if pretrained is not None:
         load_weights(model, pretrained)
     return model
@@ -140,8 +139,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
-    # BatchNorm counters of older checkpoints: the layers drop them on loading (drop_batchnorm_counters)
-    unexpected = sorted(k for k in set(sd) - set(own) if not k.endswith(".num_batches_tracked"))
+    unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or unexpected or wrong:
         def few(keys: list[str]) -> str:

@@ -143,23 +143,30 @@ def conv_bn_act(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int =
 
 
 def drop_batchnorm_counters(model: nn.Module) -> nn.Module:
-    """In place: no `num_batches_tracked` in the BatchNorm layers that have a momentum.
+    """In place, for training speed: no `num_batches_tracked` in the BatchNorm layers with a momentum.
 
     In training BatchNorm adds 1 to that counter at every pass, one more kernel per layer (152 of
-    IRv2's ~2,000 per training step, 75 of Inception-v3's ~780), though only `momentum=None` (a
-    cumulative average) reads it. The statistics and the function stay as they were. Checkpoints
-    that hold the counters (older ones, timm's) still load: each layer drops its counter on loading.
-    (torch's SyncBatchNorm needs the counter: convert before dropping, or do not drop.)"""
+    IRv2's 1,940 per bf16 training step, 75 of Inception-v3's 777), though only `momentum=None` (a
+    cumulative average) reads it. The statistics and the function stay as they were, and so do the
+    state dicts: each layer writes a counter of 0 into them and drops the one it loads. lib.train
+    and the speed benchmarks apply it; models from create_model keep their counters, since
+    torch's `reset_running_stats`, SyncBatchNorm and `swa_utils.update_bn` (which sets
+    momentum=None) need them."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None \
                 and m.num_batches_tracked is not None:
             m.num_batches_tracked = None
             m.register_load_state_dict_pre_hook(_drop_loaded_counter)
+            m.register_state_dict_post_hook(_write_counter)
     return model
 
 
 def _drop_loaded_counter(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
     state_dict.pop(prefix + "num_batches_tracked", None)
+
+
+def _write_counter(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    state_dict[prefix + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
 
 
 def merge_heads_state(state_dict: dict, heads: list[str], merged: str, conv: str = "conv", bn: str = "bn") -> None:
