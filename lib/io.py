@@ -65,23 +65,10 @@ def _publish(tmp: str, path: Path) -> None:
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success rename it over `path`, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, mode, **kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException as e:
-        full = _full_disk(path, tmp, e)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if full is not None:
-            raise full from e
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, **kw) as f:  # closed (and synced) before the rename
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
