@@ -342,6 +342,7 @@ class Trainer:
         self.images = data.DeviceImages(cache, self.device) if cfg.cache_on_device else None
         self.val_ds = data.HandDataset(cache, self.val_idx)
         self.batches = EpochBatches(len(self.train_ds), cfg.batch_size, cfg.sampler, cfg.seed, self.rank, self.world)
+        self.whole_batch = len(range(self.rank, cfg.batch_size, self.world))  # this process's share of a whole batch
         if cfg.augment != "none" and cfg.augment_ramp > 0:  # weak early, strong late: exact crops first
             self.batches.aug_share = lambda step: min(1.0, step / max(1.0, cfg.augment_ramp * self.total))
         kw = dict(num_workers=cfg.workers, pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.workers > 0,
@@ -400,10 +401,14 @@ class Trainer:
         if self.state["finished"] and cfg.epochs <= before["epochs"]:  # the rest is only for training on
             self._say(f"{cfg.run}: finished run found in {run.dir}; nothing to train")
             return True
+        # the groups' setup flags are this run's: loading would set those of the saved run (capturable=False
+        # from an eager one: no CUDA graph here; True from a graph's: a slower eager step)
+        setup = {k: v for k, v in self.optimizer.param_groups[0].items() if k in ("fused", "foreach", "capturable")}
+        saved = {**ck["optimizer"], "param_groups": [{**g, **setup} for g in ck["optimizer"]["param_groups"]]}
         try:
-            self.optimizer.load_state_dict(ck["optimizer"])
+            self.optimizer.load_state_dict(saved)
         except ValueError as e:  # e.g. a run saved before its model's layers were fused (its weights still load)
-            mapped = optimizer_state_across_layouts(self.model, ck["model"], ck["optimizer"])
+            mapped = optimizer_state_across_layouts(self.model, ck["model"], saved)
             if mapped is None:
                 raise ValueError(f"{run.checkpoint_path('last')}: its optimizer state does not fit {cfg.model}'s "
                                  f"parameters of now ({e}); the model's layout changed since this run was saved: use "
@@ -460,7 +465,8 @@ class Trainer:
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
         mark("to device + pixel ops")
-        if cfg.cuda_graph and self.graph is None:
+        # captured on a whole batch: a resume may start at the window sampler's short last one
+        if cfg.cuda_graph and self.graph is None and len(x) == self.whole_batch:
             try:
                 self.graph = GraphStep(self, net, x, kp, vis)
             except RuntimeError as e:  # an op the graph cannot hold: the same steps, eagerly

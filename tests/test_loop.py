@@ -375,3 +375,32 @@ def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_the_cuda_graph_is_captured_on_a_whole_batch(tiny_data, tmp_path, monkeypatch):
+    """A run whose first step has a short batch (resumed at the window sampler's last) steps it eagerly
+    and captures the graph at the first whole batch, which the whole batches then replay (simulated on CPU)."""
+    captured = []
+
+    class Recorded:  # GraphStep's interface, stepping eagerly
+        def __init__(self, trainer, net, x, kp, vis):
+            captured.append(len(x))
+            self.trainer, self.net, self.n = trainer, net, len(x)
+
+        def fits(self, x):
+            return len(x) == self.n
+
+        def __call__(self, x, kp, vis):
+            return self.trainer._update(self.net, x, kp, vis)
+
+    monkeypatch.setattr(train, "GraphStep", Recorded)
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, batch_size=8)))
+    trainer.cfg.cuda_graph = True  # past _wrap's CUDA-only check, to reach the capture
+    batch = next(iter(trainer.train_loader))
+    short = {k: v[:3] if torch.is_tensor(v) else v for k, v in batch.items()}
+    trainer._step(trainer.model, short, 1e-3)
+    assert trainer.graph is None and captured == []
+    trainer._step(trainer.model, batch, 1e-3)
+    trainer._step(trainer.model, batch, 1e-3)
+    assert isinstance(trainer.graph, Recorded) and captured == [8] and trainer.state["step"] == 3
+    trainer.close()

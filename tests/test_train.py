@@ -317,3 +317,23 @@ def test_an_older_layouts_optimizer_state_is_mapped_onto_the_fused_layers():
     assert max(off) < 0.02, max(off)
     # a state that does not pair up with the checkpoint's parameters is not guessed at
     assert train.optimizer_state_across_layouts(new, create_model("resnet34").state_dict(), old_opt.state_dict()) is None
+
+
+def test_a_resume_keeps_this_runs_optimizer_setup(tiny_data, tmp_path, monkeypatch):
+    """Loading an optimizer state also sets its groups' flags: an eager run's capturable=False would keep
+    the same run resumed on one GPU out of its CUDA graph (the capture refused, training on eagerly),
+    and a graph run's True would slow an eager one. The resumed run keeps its own; the moments load."""
+    kw = small(tiny_data, tmp_path, run="r", epochs=2)
+    killed_in_epoch_2(monkeypatch, **kw)
+    run = Run(tmp_path / "r")
+    ck = run.load_checkpoint("last")
+    for g in ck["optimizer"]["param_groups"]:  # as a run trained in a CUDA graph saves it
+        assert g["capturable"] is False and g["fused"] is True
+        g["capturable"] = True
+    run.save_checkpoint("last", ck)
+    trainer = train.Trainer(config.TrainConfig(**kw))
+    assert trainer._resume() is False and trainer.state["epoch"] == 1
+    assert [g["capturable"] for g in trainer.optimizer.param_groups] == [False]
+    saved = ck["optimizer"]["state"][0]["exp_avg"]
+    assert saved.abs().sum() > 0 and torch.equal(trainer.optimizer.state[next(trainer.model.parameters())]["exp_avg"], saved)
+    trainer.close()
