@@ -302,13 +302,15 @@ def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("model", ["hm_resnet18", "resnet34"])
-def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
+@pytest.mark.parametrize("model, sampler", [("hm_resnet18", "shuffle"), ("resnet34", "shuffle"), ("hm_resnet18", "window")])
+def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler):
     """Eight steps replayed from the graph follow the eager steps (fp32, no EMA, lr 1e-3): the same
     losses step by step, and all but a few weights equal (Adam turns a near-zero gradient's rounding
-    into a full step, so a handful may differ)."""
-    kw = dict(model=model, amp="off", ema=0.0, pixel_ops="workers")
-    losses, weights = [], []
+    into a full step, so a handful may differ). With the window sampler each epoch ends in a short
+    batch, stepped eagerly between the replays (the capturable optimizer outside the graph)."""
+    kw = dict(model=model, amp="off", ema=0.0, pixel_ops="workers", sampler=sampler,
+              limit_train=18 if sampler == "window" else 16)
+    losses, weights, sizes = [], [], []
     for graph in (False, True):
         torch.manual_seed(0)
         trainer = _trainer(tiny_data, tmp_path / str(graph), cuda_graph=graph, **kw)
@@ -320,11 +322,14 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model):
                 total = trainer._read_loss()
                 run.append(total - seen)
                 seen = total
+                if graph:
+                    sizes.append(len(batch["kp"]))
             trainer.meter.sums.zero_()
             seen = 0.0
         losses.append(torch.tensor(run))
         weights.append(torch.cat([p.detach().float().cpu().reshape(-1) for p in trainer.model.parameters()]))
-    assert len(losses[0]) == 8
+        trainer.close()
+    assert sizes == ([4, 4, 4, 4, 2] * 2 if sampler == "window" else [4] * 8)
     assert torch.allclose(losses[0], losses[1], rtol=2e-3), (losses[0], losses[1])
     assert ((weights[0] - weights[1]).abs() > 1e-4).float().mean() < 0.01
 
@@ -339,6 +344,19 @@ def test_one_gpu_trains_in_a_cuda_graph_by_default(tiny_data, tmp_path):
     trainer.close()
     run = train.fit(**small(tiny_data, tmp_path, device="cuda", batch_size=4, epochs=1, run="default_graph"))
     assert json.loads((Path(run) / "config.json").read_text())["cuda_graph"] is True
+
+
+@pytest.mark.gpu
+def test_an_eager_run_resumes_in_the_cuda_graph(tiny_data, tmp_path, capsys):
+    """A run saved without the graph (--no-cuda-graph, a CPU's, fp16) trains on in it on one GPU: the
+    optimizer keeps this run's capturable=True (loading the saved groups set False, and the capture failed)."""
+    kw = small(tiny_data, tmp_path, device="cuda", batch_size=4, run="eager_then_graph")
+    train.fit(**kw, epochs=1, cuda_graph=False)
+    capsys.readouterr()
+    run = Path(train.fit(**kw, epochs=2))
+    out = capsys.readouterr().out
+    assert "resuming from epoch 1" in out and "CUDA graph of the step captured" in out and "capture failed" not in out
+    assert read_checkpoint(run / "last.pt")["optimizer"]["param_groups"][0]["capturable"] is True
 
 
 @pytest.mark.gpu
