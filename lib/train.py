@@ -416,9 +416,10 @@ class Trainer:
             self.optimizer.load_state_dict(mapped)
             self._say(f"{cfg.run}: the run was saved in an older layout of {cfg.model}; its optimizer state was "
                       f"mapped onto the layers of now")
-        self.scaler.load_state_dict(ck["scaler"])
-        if self.ema is not None and ck.get("ema") is not None:
-            self.ema.module.load_state_dict(ck["ema"])
+        if ck["scaler"]:  # empty when that run had no fp16 (a run resumed in fp16 starts a fresh scale)
+            self.scaler.load_state_dict(ck["scaler"])
+        if self.ema is not None:  # a run saved without an EMA starts it from its weights, not from random ones
+            self.ema.module.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
         for g in self.optimizer.param_groups:  # a CUDA graph's run saved it as a tensor; GraphStep makes it one again
             g["lr"] = float(g["lr"])
         torch.set_rng_state(ck["torch_rng"])
@@ -518,11 +519,11 @@ class Trainer:
         self.syncs += 1
         epoch_sum, since_sum, bad, value = self.meter.read(self.world)
         if bad >= 0:
-            last = self.run.checkpoint_path("last")
             raise FloatingPointError(
                 f"{self.cfg.run}: loss became {value} at epoch {self.state['epoch'] + 1} step {bad}; stopped. "
-                f"The last good checkpoint is {last if last.exists() else 'none (first epoch)'}; "
-                f"try a lower lr (now {self.cfg.lr}) or --grad-clip")
+                f"The last good checkpoint is {self._last_good()}; try a lower lr (now {self.cfg.lr}) or --grad-clip")
+        if self.pending is not None and self.pending.done():  # a failed write of the epoch files stops the run now,
+            self._wait_for_writes()                           # not an epoch of training later
         if since:
             self.since_loss = since_sum / self.since_n if self.since_n else float("nan")
             self.meter.sums[1].zero_()
@@ -609,11 +610,19 @@ class Trainer:
                 bad += [f"{label} {n}" for n, t in module.state_dict().items()
                         if t.is_floating_point() and not torch.isfinite(t).all()][:3]
         if bad:
-            last = self.run.checkpoint_path("last")
             raise FloatingPointError(
                 f"{self.cfg.run}: not finite after epoch {epoch + 1}: {', '.join(bad)}; nothing saved. "
-                f"The last good checkpoint is {last if last.exists() else 'none (first epoch)'}; "
-                f"try a lower lr (now {self.cfg.lr}) or --grad-clip")
+                f"The last good checkpoint is {self._last_good()}; try a lower lr (now {self.cfg.lr}) or --grad-clip")
+
+    def _last_good(self) -> str:
+        """The last good checkpoint, for a message: once the epoch files in flight are written."""
+        note = ""
+        try:
+            self._wait_for_writes()
+        except Exception as e:  # noqa: BLE001 - told in the message, which is the error raised
+            note = f" (the files of the epoch after it failed to write: {e})"
+        last = self.run.checkpoint_path("last")
+        return f"{last if last.exists() else 'none (first epoch)'}{note}"
 
     def _wrap(self) -> torch.nn.Module:
         """The model as the steps call it: DistributedDataParallel under torchrun, compiled on request."""
@@ -737,10 +746,12 @@ class Trainer:
         try:
             return self._fit_epochs()
         finally:  # every file of the last epoch is on disk before fit() returns or raises
-            self._wait_for_writes()
-            if self.writer is not None:
-                self.writer.shutdown()
-            self.close()
+            try:
+                self._wait_for_writes()
+            finally:  # also when that write failed: no writer thread or DataLoader worker outlives fit()
+                if self.writer is not None:
+                    self.writer.shutdown()
+                self.close()
 
     def close(self) -> None:
         """Stop the DataLoader workers now (fit() does at its end; a loader used again starts new ones).

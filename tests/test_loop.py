@@ -368,6 +368,11 @@ def test_fp16_trains_eagerly_with_the_gradient_scaler_on_cuda(tiny_data, tmp_pat
     log = pd.read_csv(run / "log.csv")
     assert len(log) == 2 and np.isfinite(log["train_loss"]).all() and np.isfinite(log["val_loss"]).all()
     assert read_checkpoint(run / "last.pt")["scaler"]["scale"] > 0
+    # a bf16 run (no scaler state saved) resumed in fp16 starts a fresh scale
+    kw = small(tiny_data, tmp_path, device="cuda", batch_size=4, run="bf16_then_fp16")
+    train.fit(**kw, epochs=1, amp="bf16")
+    run = Path(train.fit(**kw, epochs=2, amp="fp16"))
+    assert read_checkpoint(run / "last.pt")["scaler"]["scale"] > 0 and len(pd.read_csv(run / "log.csv")) == 2
 
 
 @pytest.mark.gpu

@@ -125,6 +125,28 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         create_model("cpm", pretrained=tmp_path / "missing.pt")
 
 
+def test_a_checkpoint_of_an_older_layout_loads_through_load_weights(tmp_path):
+    """create_model(pretrained=...) and load_weights take a checkpoint of Inception-v3's older layout
+    (timm's separate 1x1 heads, before FusedHeads), as load_state_dict does: the model's load hooks map
+    it. A file that does not fit is still refused in one line and leaves the model as it was."""
+    from lib.models import load_weights
+
+    torch.manual_seed(1)
+    old = create_model("inception_v3", fused=False).eval()
+    path = tmp_path / "inception_v3_timm_layout.pt"
+    torch.save(old.state_dict(), path)
+    new = create_model("inception_v3", pretrained=path).eval()
+    x, _, _ = _batch(2)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x)["kp"], old(x)["kp"], rtol=1e-4, atol=1e-4)
+    other = tmp_path / "resnet34.pt"
+    torch.save(create_model("resnet34").state_dict(), other)
+    before = [t.clone() for t in new.state_dict().values()]
+    with pytest.raises(ValueError, match="resnet34.pt is not a checkpoint of model 'inception_v3'"):
+        load_weights(new, other)
+    assert all(torch.equal(a, b) for a, b in zip(before, new.state_dict().values()))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_overfits_16_crops(name):

@@ -1,15 +1,18 @@
 """Nothing lost, nothing stale: the training run's faults (issue 11), each reproduced on tiny data."""
+import concurrent.futures
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from lib import config, ensemble, pipeline, predict, train
 from lib.models import create_model
@@ -268,3 +271,54 @@ def test_a_stale_run_in_use_is_not_set_aside(tmp_path):
     assert [(r.name, p) for r, p in moved] == [("a", runs / "stale" / "a-1-x")]
     assert (runs / "stale" / "a-1-x" / "config.json").exists()
     assert [r.name for r in list_runs(runs)] == ["b", "c", "e", "f"]
+
+
+def test_a_failed_write_of_the_last_epochs_files_still_stops_the_writer_and_the_workers(tiny_data, tmp_path,
+                                                                                          monkeypatch):
+    """The last epoch's files fail to write (a full disk): fit() raises that error, and its writer thread
+    and DataLoader workers are still stopped (they would otherwise live on: 5 s of join per worker at exit)."""
+    closed = []
+    real_close = train.Trainer.close
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train.Trainer, "close", close)
+    monkeypatch.setattr(Run, "write_history", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        train.fit(**small(tiny_data, tmp_path, run="full", epochs=1, workers=1))
+    assert len(closed) == 1 and closed[0].writer._shutdown
+    assert getattr(closed[0].train_loader, "_iterator", None) is None
+
+
+def test_a_failed_write_stops_the_run_at_the_next_loss_check_and_a_nan_names_the_checkpoint_being_written(
+        tiny_data, tmp_path):
+    """An epoch's files are written behind the next epoch: a failed write stops the run at the next loss
+    check (not an epoch of training later), and a NaN found while a write is in flight names the
+    checkpoint that write makes (not "none")."""
+    trainer = train.Trainer(config.TrainConfig(**small(tiny_data, tmp_path, run="w", epochs=2)))
+    failed = concurrent.futures.Future()
+    failed.set_exception(OSError(28, "No space left on device"))
+    trainer.pending = failed
+    with pytest.raises(OSError, match="No space left on device"):
+        trainer._read_loss()
+    assert trainer.pending is None
+
+    trainer.run.dir.mkdir(parents=True, exist_ok=True)
+    writing = concurrent.futures.Future()
+
+    def write():  # the epoch-1 checkpoint, landing after the NaN was found
+        time.sleep(0.3)
+        trainer.run.checkpoint_path("last").write_bytes(b"epoch 1")
+        writing.set_result(None)
+
+    threading.Thread(target=write).start()
+    trainer.pending = writing
+    trainer.meter.add(torch.tensor(float("nan")), 8, 5)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1 step 5.*checkpoint is \S*last\.pt;"):
+        trainer._read_loss()
+    trainer.close()

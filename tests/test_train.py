@@ -337,3 +337,16 @@ def test_a_resume_keeps_this_runs_optimizer_setup(tiny_data, tmp_path, monkeypat
     saved = ck["optimizer"]["state"][0]["exp_avg"]
     assert saved.abs().sum() > 0 and torch.equal(trainer.optimizer.state[next(trainer.model.parameters())]["exp_avg"], saved)
     trainer.close()
+
+
+def test_a_run_saved_without_an_ema_resumes_with_one_from_its_weights(tiny_data, tmp_path):
+    """--ema turned on when resuming a run that had none: the EMA starts from the run's weights (from
+    random ones it would be what is validated and saved, its decay near 1 at that step)."""
+    kw = small(tiny_data, tmp_path, run="no_ema", epochs=1, ema=0.0)
+    train.fit(**kw)
+    assert weights(tmp_path / "no_ema")["ema"] is None
+    trainer = train.Trainer(config.TrainConfig(**{**kw, "epochs": 2, "ema": 0.999}))
+    assert trainer._resume() is False
+    for (name, a), b in zip(trainer.ema.module.state_dict().items(), trainer.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    trainer.close()
