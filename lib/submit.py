@@ -23,6 +23,7 @@ from lib import cli, metrics
 from lib.data import DataError, read_keypoints_csv, write_keypoints_csv
 
 COMPETITION = "mp18-hand-joint-recognition"
+COMPETITION_TEST_ROWS = 3_611  # the competition's test crops: Kaggle scores nothing else
 # seconds the kaggle CLI may take (the competition files are large; a submission is one small CSV)
 KAGGLE_TIMEOUT_S = {"download": 1800, "submit": 120}
 
@@ -150,18 +151,28 @@ def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["s
 
 
 def kaggle_submit(path: str | os.PathLike, message: str, dry_run: bool = False, rows: int | None = None) -> list[str]:
-    """Validate a submission, then submit it with `kaggle competitions submit`; returns the command."""
-    validate_submission(path, rows)
+    """Validate a submission (COMPETITION_TEST_ROWS rows unless `rows` says otherwise), then submit it with
+    `kaggle competitions submit`; returns the command."""
+    n = validate_submission(path, rows)
+    if rows is None and n != COMPETITION_TEST_ROWS:
+        raise SubmissionError(f"{path}: expected the competition's {COMPETITION_TEST_ROWS:,} test crops, found {n} rows "
+                              f"(predictions for the synthetic set? Kaggle scores only the competition's testing.h5: "
+                              f"`make download`, then `make run`)")
     return _kaggle(["competitions", "submit", COMPETITION, "-f", str(path), "-m", message], dry_run,
                    KAGGLE_TIMEOUT_S["submit"])
 
 
 def kaggle_download(out_dir: str | os.PathLike = "data", dry_run: bool = False) -> Path:
-    """Download and unpack the competition files into out_dir (training.h5, testing.h5)."""
+    """Download and unpack the competition files into out_dir (training.h5, testing.h5). Only the
+    competition's archive is unpacked (and then removed): other zips there (RHD's own) stay as they are."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
     _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run, KAGGLE_TIMEOUT_S["download"])
-    for z in ([] if dry_run else sorted(out.glob("*.zip"))):
+    if dry_run:
+        return out
+    z = out / f"{COMPETITION}.zip"
+    if z.exists():
         try:
             with zipfile.ZipFile(z) as f:
                 f.extractall(out)
@@ -169,6 +180,10 @@ def kaggle_download(out_dir: str | os.PathLike = "data", dry_run: bool = False) 
             raise KaggleError(f"{z}: expected a zip archive, found {e} (an interrupted download?); "
                               f"delete it and download again") from e
         z.unlink()
+    missing = [n for n in ("training.h5", "testing.h5") if not (out / n).is_file()]
+    if missing:
+        raise KaggleError(f"{out}: expected {' and '.join(missing)} after the download, found "
+                          f"{sorted(p.name for p in out.iterdir())[:8] if out.is_dir() else 'no folder'}")
     return out
 
 
@@ -200,7 +215,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "kaggle":
         kaggle_submit(args.file, args.message, args.dry_run, args.rows)
     elif args.cmd == "download":
-        print(f"competition files in {kaggle_download(args.out, args.dry_run)}")
+        out = kaggle_download(args.out, args.dry_run)
+        if not args.dry_run:
+            print(f"competition files in {out}")
     elif args.cmd == "validate":
         rows = args.rows
         if rows is not None and rows < 1:

@@ -6,6 +6,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -380,6 +381,33 @@ def test_kaggle_cli_timeout_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(submit.KAGGLE_TIMEOUT_S, "download", 0.5)
     line = one_error_line(capsys, submit.main(["download", "--out", str(tmp_path / "dl")]))
     assert "kaggle competitions download" in line and "no result within 0.5 s" in line
+
+
+def test_kaggle_download_unpacks_only_the_competitions_archive(monkeypatch, tmp_path, capsys):
+    """Other zips in the folder (RHD's own download) are left alone; files missing after it: one line."""
+    _kaggle_home(monkeypatch, tmp_path, "kaggle.json", '{"username": "me", "key": "k"}')
+    _fake_kaggle(monkeypatch, tmp_path, "exit 0\n")  # as if the archive had just arrived
+    out = tmp_path / "dl"
+    out.mkdir()
+    with zipfile.ZipFile(out / f"{submit.COMPETITION}.zip", "w") as z:
+        z.writestr("training.h5", b"t")
+        z.writestr("testing.h5", b"e")
+    with zipfile.ZipFile(out / "RHD_v1-1.zip", "w") as z:
+        z.writestr("RHD_published_v2/README.txt", b"x")
+    assert submit.main(["download", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["RHD_v1-1.zip", "testing.h5", "training.h5"]
+    (out / "testing.h5").unlink()
+    line = one_error_line(capsys, submit.main(["download", "--out", str(out)]))
+    assert f"{out}: expected testing.h5 after the download, found ['RHD_v1-1.zip', 'training.h5']" in line, line
+
+
+def test_kaggle_refuses_a_submission_for_another_test_set(tmp_path, capsys):
+    """Kaggle scores only the competition's 3,611 test crops: a synthetic set's submission is refused
+    in one line before anything is sent (also as a dry run); --rows names another count."""
+    submit.write_submission(tmp_path / "synthetic.csv", np.ones((386, 21, 2)))
+    line = one_error_line(capsys, submit.main(["kaggle", str(tmp_path / "synthetic.csv"), "-m", "x", "--dry-run"]))
+    assert "expected the competition's 3,611 test crops, found 386 rows (predictions for the synthetic set?" in line
+    assert submit.main(["kaggle", str(tmp_path / "synthetic.csv"), "-m", "x", "--dry-run", "--rows", "386"]) == 0
 
 
 # --------------------------------------------------------------------------- benchmarks and the renderer

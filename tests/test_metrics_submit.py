@@ -109,11 +109,11 @@ def test_kaggle_without_credentials_is_one_clear_error(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(submit.subprocess, "run", lambda *a, **k: calls.append(a))
     with pytest.raises(submit.KaggleError, match="no Kaggle credentials: set KAGGLE_API_TOKEN"):
-        submit.kaggle_submit(tmp_path / "s.csv", "msg")
+        submit.kaggle_submit(tmp_path / "s.csv", "msg", rows=3)
     assert not calls  # no network call attempted
     monkeypatch.undo()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "KAGGLE_CONFIG_DIR": str(tmp_path / "no")}
-    r = subprocess.run([sys.executable, "-m", "lib.submit", "kaggle", str(tmp_path / "s.csv"), "-m", "x"],
+    r = subprocess.run([sys.executable, "-m", "lib.submit", "kaggle", str(tmp_path / "s.csv"), "-m", "x", "--rows", "3"],
                        capture_output=True, text=True, env=env, cwd=str(submit.Path(submit.__file__).parents[1]))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no Kaggle credentials" in r.stderr
 
@@ -122,7 +122,7 @@ def test_kaggle_dry_run_and_fake_cli(monkeypatch, tmp_path, capsys):
     from lib import submit
 
     write_submission(tmp_path / "s.csv", np.ones((3, 21, 2)))
-    cmd = submit.kaggle_submit(tmp_path / "s.csv", "first try", dry_run=True)
+    cmd = submit.kaggle_submit(tmp_path / "s.csv", "first try", dry_run=True, rows=3)
     assert cmd == ["kaggle", "competitions", "submit", "mp18-hand-joint-recognition", "-f", str(tmp_path / "s.csv"),
                    "-m", "first try"]
     assert "kaggle competitions submit mp18-hand-joint-recognition" in capsys.readouterr().out
@@ -133,7 +133,7 @@ def test_kaggle_dry_run_and_fake_cli(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", f"{fake.parent}:{submit.os.environ['PATH']}")
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "secret-key-123")
-    submit.kaggle_submit(tmp_path / "s.csv", "first try")
+    submit.kaggle_submit(tmp_path / "s.csv", "first try", rows=3)
     assert (tmp_path / "args.txt").read_text().splitlines() == cmd[1:]
     out = capsys.readouterr().out
     assert "Successfully submitted" in out and "secret-key-123" not in out
