@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from lib import cli, data, io, metrics, paths
-from lib.runs import Run, list_runs
+from lib.runs import Run, labels_fingerprint, list_runs
 from lib.submit import read_submission, validate_submission, write_submission
 
 LEADERBOARD_COLUMNS = ["kaggle_mse", "epe", "pck@2px", "auc"]
@@ -37,6 +37,7 @@ class RunPredictions:
     val_pred: np.ndarray
     test_pred: np.ndarray
     data_dir: str
+    labels: str | None = None  # the fingerprint of the hands it was trained on (lib.runs.labels_fingerprint)
 
 
 def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]:
@@ -52,7 +53,8 @@ def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]
             continue
         try:
             cfg = run.config()
-            out.append(RunPredictions(run.name, cfg["model"], cfg["recipe"], *run.predictions(), cfg["data_dir"]))
+            out.append(RunPredictions(run.name, cfg["model"], cfg["recipe"], *run.predictions(), cfg["data_dir"],
+                                      cfg.get("labels")))
         except ValueError as e:  # a damaged file: this run only
             print(f"ensemble: leaving out {run.name}: {e}")
         except KeyError as e:
@@ -102,6 +104,36 @@ def matching_baselines(baselines: list[RunPredictions], ref: RunPredictions) -> 
                   f"validation hands, {b.data_dir} vs {ref.data_dir}); make it again on the runs' data")
         else:
             keep.append(b)
+    return keep
+
+
+def current(runs: list[RunPredictions]) -> list[RunPredictions]:
+    """The runs whose data folder still holds the hands they were trained on and a test set of their
+    predictions' length; one line for each one left out (e.g. the synthetic set was rendered again)."""
+    facts: dict[str, tuple | str] = {}
+    keep = []
+    for r in runs:
+        if r.data_dir not in facts:
+            try:
+                files = data.find_data(r.data_dir)
+                cache = data.build_cache(files.training)
+                with data.TestingFile(files.testing, verbose=False) as tf:
+                    facts[r.data_dir] = (labels_fingerprint(cache.kp, cache.vis), len(tf), len(cache))
+            except FileNotFoundError as e:
+                facts[r.data_dir] = f"{e}".split(";")[0]
+        f = facts[r.data_dir]
+        why = (f if isinstance(f, str)
+               else f"trained on other hands than {r.data_dir} holds now (its training.h5 changed since); train it again"
+               if r.labels and r.labels != f[0]
+               else f"{len(r.test_pred)} test predictions for the {f[1]} crops of {r.data_dir}/testing.h5; "
+                    f"python -m lib.predict --run {r.name} makes them again" if len(r.test_pred) != f[1]
+               else f"its validation index points beyond the {f[2]} hands of {r.data_dir}; train it again"
+               if len(r.val_index) and int(r.val_index.max()) >= f[2]
+               else None)
+        if why:
+            print(f"ensemble: leaving out {r.name}: {why}")
+        else:
+            keep.append(r)
     return keep
 
 
@@ -181,7 +213,7 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
     runs = load_runs(runs_dir)
     if data_dir is not None:
         runs = [r for r in runs if Path(r.data_dir).resolve() == Path(data_dir).resolve()]
-    runs = compatible(runs)
+    runs = compatible(current(runs))
     if not runs:
         raise FileNotFoundError(f"no finished runs with predictions{' on ' + str(data_dir) if data_dir else ''} in "
                                 f"{runs_dir or paths.runs()}; train one first (a training notebook, or "

@@ -11,14 +11,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "HANDJOINTS_DATA"
+ENVS = (DATA_ENV, "HANDJOINTS_OUTPUTS", "HANDJOINTS_SUBMISSIONS")
+
+
+def _env_dir(name: str, default: Path) -> Path:
+    """A folder from the environment, relative ones taken from the current directory."""
+    return Path(os.environ.get(name) or default).absolute()
+
+
+def absolute_envs() -> None:
+    """Make relative HANDJOINTS_* folders absolute in os.environ, so that child processes started in
+    another directory (the notebooks run in notebooks/) read and write the same folders."""
+    for name in ENVS:
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).absolute())
 
 
 def data_root() -> Path:
-    return Path(os.environ.get(DATA_ENV, REPO / "data"))
+    return _env_dir(DATA_ENV, REPO / "data")
 
 
 def outputs() -> Path:
-    return Path(os.environ.get("HANDJOINTS_OUTPUTS", REPO / "outputs"))
+    return _env_dir("HANDJOINTS_OUTPUTS", REPO / "outputs")
 
 
 def runs() -> Path:
@@ -36,4 +50,4 @@ def leaderboard() -> Path:
 
 
 def submissions() -> Path:
-    return Path(os.environ.get("HANDJOINTS_SUBMISSIONS", REPO / "submissions"))
+    return _env_dir("HANDJOINTS_SUBMISSIONS", REPO / "submissions")

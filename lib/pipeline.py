@@ -101,13 +101,14 @@ def run(profile: str = "auto", only: list[str] | None = None, skip: list[str] | 
     logging.getLogger("papermill").setLevel(logging.INFO)
     profile = resolve_profile(profile)
     selected = select_steps(profile, only, skip)
+    paths.absolute_envs()  # the notebooks run in notebooks/: relative folders would point elsewhere there
     timings = []
     resolved = None
     for step in selected:
         t = time.perf_counter()
         print(f"\n=== {step} (profile {profile}) ===", flush=True)
         if step == "data" or resolved is None:
-            resolved = ensure_data(data_dir, profile)
+            resolved = ensure_data(data_dir, profile).absolute()
             if any(s in TRAINING_NOTEBOOKS for s in selected):
                 set_aside_stale_runs(resolved)
         if step != "data":

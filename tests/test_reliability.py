@@ -322,3 +322,40 @@ def test_a_failed_write_stops_the_run_at_the_next_loss_check_and_a_nan_names_the
     with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1 step 5.*checkpoint is \S*last\.pt;"):
         trainer._read_loss()
     trainer.close()
+
+
+def test_the_pipeline_gives_its_notebooks_absolute_folders(tiny_data, tmp_path, monkeypatch):
+    """The notebooks run in notebooks/: a relative --data-dir or HANDJOINTS_* folder (taken from where
+    the command was started) reaches them absolute, so they read and write where it points."""
+    from lib import paths
+
+    calls = []
+    monkeypatch.setattr(pipeline, "run_notebook", lambda name, params: calls.append((name, params, dict(os.environ))))
+    monkeypatch.chdir(tiny_data.parent)
+    monkeypatch.setenv("HANDJOINTS_OUTPUTS", "out")
+    monkeypatch.setenv("HANDJOINTS_SUBMISSIONS", "subs")
+    pipeline.run(profile="smoke", only=["01_eda"], data_dir=tiny_data.name)
+    [(name, params, env)] = calls
+    assert params["data_dir"] == str(tiny_data) and name == "01_eda"
+    assert env["HANDJOINTS_OUTPUTS"] == str(tiny_data.parent / "out") == str(paths.outputs())
+    assert env["HANDJOINTS_SUBMISSIONS"] == str(tiny_data.parent / "subs")
+
+
+def test_the_ensemble_leaves_out_runs_whose_data_changed_since(tiny_data, tmp_path, monkeypatch, capsys):
+    """The data folder rendered again (same size, other hands): `python -m lib.ensemble` leaves out the
+    runs trained before it, with a line, instead of scoring their predictions against the new hands."""
+    monkeypatch.setenv("HANDJOINTS_OUTPUTS", str(tmp_path / "out"))
+    data_dir, runs = tmp_path / "d", tmp_path / "runs"
+    shutil.copytree(tiny_data, data_dir, ignore=shutil.ignore_patterns("cache", "split.json"))
+    for name in ("a", "b"):
+        predict.predict_run(Run(train.fit(**small(data_dir, runs, run=name, epochs=1))))
+    board, _ = ensemble.ensemble_and_submit("e", data_dir, runs, tmp_path / "subs")
+    assert {"a", "b", "ensemble_fitted"} <= set(board["name"])
+    with h5py.File(data_dir / "training.h5", "r+") as f:  # same size, the hands in another order
+        for key in ("img", "kp_2D", "vis_2D"):
+            f["train"][key][...] = f["train"][key][...][::-1]
+    predict.predict_run(Run(train.fit(**small(data_dir, runs, run="b", epochs=1, resume=False))))
+    capsys.readouterr()
+    board, path = ensemble.ensemble_and_submit("e", data_dir, runs, tmp_path / "subs")
+    assert f"ensemble: leaving out a: trained on other hands than {data_dir.resolve()} holds now" in capsys.readouterr().out
+    assert "a" not in set(board["name"]) and "b" in set(board["name"]) and "ensemble_fitted" not in set(board["name"])
