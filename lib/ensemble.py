@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
+from scipy.optimize import minimize
 
 from lib import cli, data, io, metrics, paths
 from lib.runs import Run, labels_fingerprint, list_runs
@@ -149,13 +149,36 @@ def compatible(runs: list[RunPredictions]) -> list[RunPredictions]:
     return keep
 
 
+FOLDS = 5  # the fitted ensemble's validation score: out of fold (weights fitted on the other folds' hands)
+
+
 def fit_weights(val_preds: list[np.ndarray], gt: np.ndarray) -> np.ndarray:
-    """Non-negative model weights summing to 1 that minimise validation MSE (NNLS, then normalised)."""
-    a = np.stack([p.reshape(-1) for p in val_preds], axis=1)
-    w, _ = nnls(a, gt.reshape(-1))
-    if w.sum() <= 0:
-        return np.full(len(val_preds), 1.0 / len(val_preds))
-    return w / w.sum()
+    """Non-negative model weights summing to 1 that minimise the MSE of the combination on these hands
+    (a quadratic programme in the models' Gram matrix, solved by SLSQP)."""
+    a = np.stack([p.reshape(-1) for p in val_preds], axis=1).astype(np.float64)
+    y = gt.reshape(-1).astype(np.float64)
+    g, b, k = a.T @ a / len(y), a.T @ y / len(y), len(val_preds)  # MSE = w'Gw - 2b'w + const
+    res = minimize(lambda w: w @ g @ w - 2 * b @ w, np.full(k, 1.0 / k), jac=lambda w: 2 * (g @ w - b),
+                   method="SLSQP", bounds=[(0.0, 1.0)] * k,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(k)}],
+                   options={"ftol": 1e-12, "maxiter": 500})
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum() if w.sum() > 0 else np.full(k, 1.0 / k)
+
+
+def out_of_fold(val_preds: list[np.ndarray], gt: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """The fitted ensemble's validation predictions, each hand combined with weights fitted on the other
+    folds' hands, so that its score compares with the single runs' (fitted on all hands it would flatter
+    itself). Fewer hands than 2 per fold: the in-sample fit."""
+    n = len(gt)
+    if n < 2 * folds:
+        return combine(val_preds, fit_weights(val_preds, gt))
+    order = np.random.default_rng(0).permutation(n)
+    out = np.empty(np.shape(val_preds[0]), dtype=np.float64)
+    for part in np.array_split(order, folds):
+        rest = np.setdiff1d(order, part)
+        out[part] = combine([p[part] for p in val_preds], fit_weights([p[rest] for p in val_preds], gt[rest]))
+    return out
 
 
 def combine(preds: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -185,9 +208,10 @@ def leaderboard(runs: list[RunPredictions], gt: np.ndarray, vis: np.ndarray, sol
         rows.append({"name": r.name, "model": r.model, "recipe": r.recipe, **_scores(r.val_pred, gt, vis, r.test_pred, solution)})
         tests[r.name] = r.test_pred
     if len(runs) > 1:
-        w = fit_weights([r.val_pred for r in runs], gt)
+        vals = [r.val_pred for r in runs]
+        w = fit_weights(vals, gt)  # on every validation hand: the weights for the test set
         for name, weights in (("ensemble_mean", np.full(len(runs), 1 / len(runs))), ("ensemble_fitted", w)):
-            val = combine([r.val_pred for r in runs], weights)
+            val = out_of_fold(vals, gt) if name == "ensemble_fitted" else combine(vals, weights)
             test = combine([r.test_pred for r in runs], weights)
             desc = ", ".join(f"{r.name}:{x:.2f}" for r, x in zip(runs, weights) if x > 0.005)
             rows.append({"name": name, "model": desc, "recipe": "-", **_scores(val, gt, vis, test, solution)})
