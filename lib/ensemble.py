@@ -52,13 +52,11 @@ def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]
                   f"python -m lib.predict --run {run.name} makes them again")
             continue
         try:
-            cfg = run.config()
+            cfg = run.config(Run.PREDICTED)
             out.append(RunPredictions(run.name, cfg["model"], cfg["recipe"], *run.predictions(), cfg["data_dir"],
                                       cfg.get("labels")))
-        except ValueError as e:  # a damaged file: this run only
+        except ValueError as e:  # a damaged file (Run.config names it): this run only
             print(f"ensemble: leaving out {run.name}: {e}")
-        except KeyError as e:
-            print(f"ensemble: leaving out {run.name}: {run.config_path}: expected the key {e}, found none")
     return out
 
 

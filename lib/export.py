@@ -184,7 +184,7 @@ def torch_threads(n: int) -> Any:
 
 def check_crops(run: Run, n: int = CHECK_CROPS) -> np.ndarray:
     """The first n test crops of the run's data, (n, 128, 128, 3) uint8 RGB."""
-    files = data.find_data(run.config()["data_dir"])
+    files = data.find_data(run.config(Run.PREDICTED)["data_dir"])
     with data.TestingFile(files.testing) as tf:
         crops = tf.images(slice(0, n))
     if not len(crops):
@@ -205,7 +205,7 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike, check: boo
     run = run if isinstance(run, Run) else Run.find(run)
     out = check_out_path(out)
     require("onnx", "onnxscript", *(("onnxruntime",) if check else ()))
-    cfg = run.config()
+    cfg = run.config(Run.PREDICTED)
     model = load_trained(run.dir, "best", expect=cfg["model"])
     crops = check_crops(run) if check else None
     threads = threads or torch.get_num_threads()

@@ -100,7 +100,7 @@ def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: 
     when the data has other hands than the run was trained on (its validation index would point
     at other hands)."""
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    cfg = run.config()  # a missing run is an error before the lock creates anything
+    cfg = run.config(Run.PREDICTED)  # a missing run is an error before the lock creates anything
     with run.lock("predicting"):
         stamp = run.checkpoint_stamp("best")
         model = load_trained(run.dir, "best", expect=cfg["model"])
@@ -143,11 +143,23 @@ def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | 
     <stem>.joints.png per image into out_dir (default: beside each image). Returns the JSON records."""
     run = run if isinstance(run, Run) else Run.find(run)
     images = [(Path(p), data.read_image(p)) for p in paths]  # every image readable before any work
-    cfg = run.config()
+    outs = [(Path(out_dir) if out_dir is not None else path.parent) / f"{path.stem}.joints" for path, _ in images]
+    first: dict[Path, Path] = {}
+    for (path, _), out in zip(images, outs):
+        if out in first:
+            raise ValueError(f"{first[out]} and {path}: both would write {out}.json/.png; rename one, or predict "
+                             f"them into other --out folders")
+        first[out] = path
+    cfg = run.config(("model",))
     model = load_trained(run.dir, "best", expect=cfg["model"])
+    results = []
+    for path, image in images:  # all predicted (a box checked against each image) before any file is written
+        try:
+            results.append(predict_image(model, image, box, flip, device=device))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
     records = []
-    for path, image in images:
-        r = predict_image(model, image, box, flip, device=device)
+    for (path, image), r, stem in zip(images, results, outs):
         x0, y0, side = r["square"]
         record = {"image": str(path), "size": [image.shape[1], image.shape[0]], "run": str(run.dir),
                   "model": cfg["model"], "tta": {"flip": flip},
@@ -155,10 +167,9 @@ def predict_images(paths: Sequence[str | os.PathLike], run: str | os.PathLike | 
                   "crop": {"x0": x0, "y0": y0, "side": side, "whole_image": r["whole_image"]},
                   "joints": [{"id": j, "name": JOINT_NAMES[j], "x": float(x), "y": float(y)}
                              for j, (x, y) in enumerate(r["kp"])]}
-        out = Path(out_dir) if out_dir is not None else path.parent
-        io.write_json(out / f"{path.stem}.joints.json", record)
+        io.write_json(stem.with_suffix(".joints.json"), record)
         thick = max(1, round(max(image.shape[:2]) / 300))
-        viz.save_png(out / f"{path.stem}.joints.png", viz.draw_skeleton(image, r["kp"], thickness=thick))
+        viz.save_png(stem.with_suffix(".joints.png"), viz.draw_skeleton(image, r["kp"], thickness=thick))
         records.append(record)
     return records
 
@@ -173,7 +184,7 @@ def check_real_hands(run: str | os.PathLike | Run, reference=None, device: str =
     if not hand_sets:
         return None, None
     run = run if isinstance(run, Run) else Run.find(run)
-    model = load_trained(run.dir, "best", expect=run.config()["model"])
+    model = load_trained(run.dir, "best", expect=run.config(("model",))["model"])
     rows, tiles, labels = [], [], []
     for hands in hand_sets:
         pred = predict(model, hands.crops, device=device)

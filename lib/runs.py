@@ -161,10 +161,20 @@ class Run:
         return self.dir / f"{which}.pt"
 
     # ---------------------------------------------------------------- config and history
-    def config(self) -> dict:
+    PREDICTED = ("model", "recipe", "data_dir")  # the settings predict, export and the ensemble read
+
+    def config(self, need: tuple[str, ...] = ()) -> dict:
+        """config.json (lib.train's TrainConfig); ValueError naming the file when it is not a JSON
+        object or lacks a key of `need` (e.g. Run.PREDICTED)."""
         if not self.config_path.exists():
             raise FileNotFoundError(f"{self.config_path}: no such file; is {self.dir} a run directory?")
-        return _read_json(self.config_path)
+        cfg = _read_json(self.config_path)
+        if not isinstance(cfg, dict) or any(k not in cfg for k in need):
+            found = f"the keys {sorted(cfg)[:8]}" if isinstance(cfg, dict) else f"a JSON {type(cfg).__name__}"
+            raise ValueError(f"{self.config_path}: expected a run's settings"
+                             f"{' with the keys ' + str(list(need)) if need else ' (a JSON object)'}, found {found} "
+                             f"(edited or damaged?)")
+        return cfg
 
     def write_config(self, config: dict) -> None:
         io.write_json(self.config_path, config)

@@ -72,6 +72,8 @@ def test_the_command_and_its_bad_inputs(trained, tmp_path, capsys):
     run, _, crops = trained
     cv2.imwrite(str(tmp_path / "hand.png"), crops[0][..., ::-1])
     (tmp_path / "text.png").write_text("not an image")
+    cv2.imwrite(str(tmp_path / "hand.jpg"), crops[1][..., ::-1])
+    cv2.imwrite(str(tmp_path / "big.png"), cv2.resize(crops[1][..., ::-1], (400, 300)))
     r = _cli(tmp_path / "hand.png", "--run", run.dir, "--box", "10,10,100,120", "--out", tmp_path / "o")
     assert r.returncode == 0 and "box [10.0, 10.0, 100.0, 120.0]" in r.stdout, r.stderr
     assert (tmp_path / "o" / "hand.joints.json").exists() and (tmp_path / "o" / "hand.joints.png").exists()
@@ -79,6 +81,9 @@ def test_the_command_and_its_bad_inputs(trained, tmp_path, capsys):
     other.write_config({**run.config(), "model": "cpm"})
     other.save_checkpoint("best", {"model": create_model("resnet34").state_dict(), "ema": None,
                                    "config": {"model": "resnet34", "model_kwargs": {}}})
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text("[]")
     for args, message in [  # in-process: the same main(), one line on stderr and exit 2
         ((tmp_path / "missing.png", "--run", run.dir), "missing.png: no such image file"),
         ((tmp_path / "text.png", "--run", run.dir), "text.png: expected a readable image"),
@@ -86,6 +91,12 @@ def test_the_command_and_its_bad_inputs(trained, tmp_path, capsys):
         ((tmp_path / "hand.png", "--run", run.dir, "--box", "10,10,10,50"), "box: expected x0,y0,x1,y1 with x1 > x0"),
         ((tmp_path / "hand.png", "--run", tmp_path / "nothing"), "nothing/config.json: no such file"),
         ((tmp_path / "hand.png", "--run", other.dir), "a checkpoint of model 'resnet34', expected 'cpm'"),
+        ((tmp_path / "hand.png", "--run", damaged),
+         "damaged/config.json: expected a run's settings with the keys ['model'], found a JSON list"),
+        ((tmp_path / "hand.png", tmp_path / "hand.jpg", "--run", run.dir),  # one name for both outputs
+         f"hand.png and {tmp_path / 'hand.jpg'}: both would write {tmp_path / 'hand.joints'}.json/.png"),
+        ((tmp_path / "big.png", tmp_path / "hand.png", "--run", run.dir, "--box", "200,150,300,250"),  # fits big only
+         f"{tmp_path / 'hand.png'}: box: expected a box overlapping"),
     ]:
         code = predict.main(["image", *map(str, args)])
         lines = capsys.readouterr().err.strip().splitlines()
