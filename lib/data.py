@@ -127,12 +127,16 @@ def degenerate_hands(kp: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as (H,W,3) uint8 RGB: grayscale is repeated, alpha composited on black,
-    16-bit scaled to 8; a missing or unreadable file is one clear error."""
+    """An image file as (H,W,3) uint8 RGB, upright as a viewer shows it (a JPEG's EXIF orientation
+    applied: phone photos): grayscale is repeated, alpha composited on black, 16-bit scaled to 8; a
+    missing or unreadable file is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with open(path, "rb") as f:
+        jpeg = f.read(2) == b"\xff\xd8"
+    # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores EXIF orientation; a JPEG has neither
+    img = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"{path}: expected a readable image (PNG, JPEG, ...), found a file OpenCV cannot decode")
     if img.dtype == np.uint16:

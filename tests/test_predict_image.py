@@ -68,6 +68,22 @@ def _cli(*args):
                           text=True, cwd=train.REPO)
 
 
+def test_a_phone_photo_is_read_upright(tmp_path):
+    """A JPEG whose EXIF orientation says "rotate 90° clockwise" (how phones save portrait photos) is
+    read as a viewer shows it, so a --box drawn on it points at the same pixels."""
+    from PIL import Image
+
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    pixels[:10, :10] = (255, 0, 0)  # the stored top-left corner, red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=95)
+    upright = data.read_image(tmp_path / "portrait.jpg")
+    assert upright.shape == (200, 100, 3) and upright[:10, -10:, 0].mean() > 200  # now at the top right
+    assert data.read_image(tmp_path / "plain.jpg").shape == (100, 200, 3)
+
+
 def test_the_command_and_its_bad_inputs(trained, tmp_path, capsys):
     run, _, crops = trained
     cv2.imwrite(str(tmp_path / "hand.png"), crops[0][..., ::-1])
