@@ -51,6 +51,19 @@ def test_a_box_maps_joints_back_to_the_image(trained):
     assert r["square"][2] == pytest.approx(256 * 1.16) and r["kp"].shape == (21, 2)
 
 
+@pytest.mark.parametrize("extent", [(100, 60), (60, 100)])
+def test_a_box_is_framed_as_the_competition_frames_its_hands(extent):
+    """A hand's keypoint box (100 px long, as the competition's 8-px margin assumes) gives the very
+    square the competition cuts for those keypoints: its shorter side extended down or right, so the
+    hand sits up-left in the view, as in every training crop."""
+    rng = np.random.default_rng(0)
+    lo = np.array([110.0, 140.0])
+    kp = lo + rng.integers(0, 1 + np.array(extent), (21, 2))
+    kp[0], kp[1] = lo, lo + extent
+    _, square = data.image_view(np.zeros((320, 320, 3), np.uint8), box=(*kp.min(0), *kp.max(0)))
+    assert square == pytest.approx(data.crop_box(kp))
+
+
 def test_grey_and_transparent_images_are_converted(trained, tmp_path):
     run, _, crops = trained
     grey = cv2.cvtColor(crops[0], cv2.COLOR_RGB2GRAY)
