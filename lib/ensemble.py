@@ -40,6 +40,11 @@ class RunPredictions:
     labels: str | None = None  # the fingerprint of the hands it was trained on (lib.runs.labels_fingerprint)
 
 
+def _run_arg(run: Run) -> str:
+    """How `--run` names this run: its name in the default runs folder, else its folder."""
+    return run.name if run.dir.absolute().parent == paths.runs().absolute() else str(run.dir)
+
+
 def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]:
     """Every run with validation and test predictions (from lib.predict.predict_run)."""
     out = []
@@ -49,7 +54,7 @@ def load_runs(runs_dir: str | os.PathLike | None = None) -> list[RunPredictions]
         stale = run.stale_predictions()
         if stale:
             print(f"ensemble: leaving out {run.name}: its predictions are stale ({stale}); "
-                  f"python -m lib.predict --run {run.name} makes them again")
+                  f"python -m lib.predict --run {_run_arg(run)} makes them again")
             continue
         try:
             cfg = run.config(Run.PREDICTED)
@@ -231,7 +236,10 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
                         runs_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                         baselines_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, Path]:
     """Leaderboard of the finished runs (on data_dir, if given) plus ensembles and baselines; writes
-    the best run or ensemble as submissions/<name>.csv and the table as outputs/leaderboard.csv."""
+    the best run or ensemble as submissions/<name>.csv and the table as leaderboard.csv beside the runs
+    folder (outputs/leaderboard.csv for outputs/runs)."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"--name: expected a file name for submissions/<name>.csv (no folders), found {name!r}")
     runs = load_runs(runs_dir)
     if data_dir is not None:
         runs = [r for r in runs if Path(r.data_dir).resolve() == Path(data_dir).resolve()]
@@ -248,7 +256,7 @@ def ensemble_and_submit(name: str = "ensemble", data_dir: str | os.PathLike | No
     train_mask[runs[0].val_index] = False
     baselines = matching_baselines(load_baselines(baselines_dir, files), runs[0])
     board, tests = leaderboard(runs, gt, vis, solution, mean_pose=cache.kp[train_mask].mean(0), baselines=baselines)
-    with io.atomic_open(paths.leaderboard(), "w", newline="") as f:
+    with io.atomic_open(paths.leaderboard(runs_dir), "w", newline="") as f:
         board.to_csv(f, index_label="rank")
     best = board[~board["name"].str.startswith(BASELINE_PREFIX)].iloc[0]["name"]
     out = Path(out_dir or paths.submissions()) / f"{name}.csv"

@@ -75,8 +75,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kw: Any) -> Iterato
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a library to write into; rename it on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path}: expected a file to write, found a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as e:  # named by the file asked for, not by the hidden temporary one
+        raise type(e)(e.errno, f"{path}: cannot write there ({e.strerror or e})") from e
     os.close(fd)
     try:
         yield Path(tmp)

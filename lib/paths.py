@@ -44,9 +44,10 @@ def baselines() -> Path:
     return outputs() / "baselines"
 
 
-def leaderboard() -> Path:
-    """The validation leaderboard of runs, ensembles and baselines (written by lib.ensemble)."""
-    return outputs() / "leaderboard.csv"
+def leaderboard(runs_dir: str | os.PathLike | None = None) -> Path:
+    """The validation leaderboard of runs, ensembles and baselines (written by lib.ensemble): beside
+    the runs folder it ranks (outputs/ for outputs/runs)."""
+    return (Path(runs_dir).absolute().parent if runs_dir is not None else outputs()) / "leaderboard.csv"
 
 
 def submissions() -> Path:

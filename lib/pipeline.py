@@ -79,6 +79,8 @@ def select_steps(profile: str, only: list[str] | None = None, skip: list[str] | 
     keep = PROFILES[resolve_profile(profile)].get("notebooks")
     if keep and not only:
         selected = [s for s in selected if s not in TRAINING_NOTEBOOKS or s in keep]
+    if not selected:
+        raise ValueError(f"--only/--skip: expected at least one step left to run, found none (only {only}, skip {skip})")
     return selected
 
 
@@ -136,8 +138,8 @@ def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="auto", help="full | gpu | cpu | smoke | auto (full on CUDA, else cpu)")
-    ap.add_argument("--only", nargs="*", help="steps to run: data and notebook names")
-    ap.add_argument("--skip", nargs="*", help="steps to leave out")
+    ap.add_argument("--only", nargs="+", help="steps to run: data and notebook names")
+    ap.add_argument("--skip", nargs="+", help="steps to leave out")
     ap.add_argument("--data-dir", default="auto", help=TrainConfig.field_help()["data_dir"])
     args = ap.parse_args(argv)
     t = time.perf_counter()

@@ -94,6 +94,19 @@ def test_run_turns_expected_errors_into_one_line(capsys, monkeypatch, exc, words
     assert all(w in line for w in words), line
 
 
+def test_a_write_that_cannot_start_names_the_file_asked_for(tmp_path, capsys):
+    """Not the hidden temporary file beside it (.x.json.abc123.tmp.json), and a folder given for a file
+    says so."""
+    from lib import io
+
+    if not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    line = one_error_line(capsys, cli.run(io.write_json, "/proc/handjoints_x/run.json", {}))
+    assert line.startswith("error: /proc/handjoints_x/run.json: cannot write there (") and ".tmp" not in line, line
+    line = one_error_line(capsys, cli.run(io.write_json, tmp_path, {}))
+    assert line == f"error: {tmp_path}: expected a file to write, found a directory", line
+
+
 def test_run_exit_codes_debug_and_bugs(capsys, monkeypatch):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     assert cli.run(lambda: None) == 0 and cli.run(lambda a, b=0: a + b, 3, b=4) == 7
@@ -433,7 +446,22 @@ def _synth(argv):
     return main(argv)
 
 
+def _pipeline(argv):
+    from lib.pipeline import main
+    return main(argv)
+
+
+def _ensemble(argv):
+    from lib.ensemble import main
+    return main(argv)
+
+
 OPTION_CASES = {
+    "ensemble: a name with a folder": (_ensemble, ["--name", "../elsewhere"],
+                                       ["--name: expected a file name for submissions/<name>.csv (no folders), "
+                                        "found '../elsewhere'"]),
+    "pipeline: nothing left to run": (_pipeline, ["--profile", "smoke", "--only", "01_eda", "--skip", "01_eda"],
+                                      ["--only/--skip: expected at least one step left to run, found none"]),
     "unknown model": (_bench, ["models", "--models", "nope"], ["--models: expected", "cpm", "found 'nope'"]),
     "missing data dir": (_bench, ["input", "--data-dir", "{tmp}/no_data", "--n", "4"],
                          ["no_data/training.h5", "not found"]),
@@ -465,6 +493,15 @@ def test_bad_options_are_one_line(tmp_path, capsys, monkeypatch, case):
         pytest.skip("no /proc here")
     line = one_error_line(capsys, fn([a.replace("{tmp}", str(tmp_path)) for a in argv]))
     assert all(w.replace("{tmp}", str(tmp_path)) in line for w in words), line
+
+
+def test_pipeline_only_without_names_is_refused(capsys):
+    """`--only` with no step after it used to run every step (a full render and all notebooks)."""
+    from lib.pipeline import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--only"])
+    assert e.value.code == 2 and "--only: expected at least one argument" in capsys.readouterr().err
 
 
 def test_render_with_workers_from_a_stdin_script_returns(tmp_path):

@@ -351,6 +351,8 @@ def test_the_ensemble_leaves_out_runs_whose_data_changed_since(tiny_data, tmp_pa
         predict.predict_run(Run(train.fit(**small(data_dir, runs, run=name, epochs=1))))
     board, _ = ensemble.ensemble_and_submit("e", data_dir, runs, tmp_path / "subs")
     assert {"a", "b", "ensemble_fitted"} <= set(board["name"])
+    # the table of another runs folder goes beside it, not over outputs/leaderboard.csv
+    assert (tmp_path / "leaderboard.csv").exists() and not (tmp_path / "out" / "leaderboard.csv").exists()
     with h5py.File(data_dir / "training.h5", "r+") as f:  # same size, the hands in another order
         for key in ("img", "kp_2D", "vis_2D"):
             f["train"][key][...] = f["train"][key][...][::-1]
