@@ -478,6 +478,10 @@ def read_keypoints_csv(path: str | os.PathLike, n_rows: int | None = None) -> np
         k = next(k for k, (a, b) in enumerate(zip(COLUMNS, df.columns)) if a != b)
         raise DataError(f"{path}: header: columns in another order: expected '{COLUMNS[k]}' as column {k + 1} "
                         f"(order {', '.join(COLUMNS[:3])}, ..., {COLUMNS[-1]}), found '{df.columns[k]}'")
+    if len(df.columns) == 1 and any(sep in str(df.columns[0]) for sep in ";\t"):
+        sep = ";" if ";" in str(df.columns[0]) else "a tab"
+        raise DataError(f"{path}: header: expected {len(COLUMNS)} comma-separated columns, found one column "
+                        f"holding {sep} between names (saved with another separator? write it with commas)")
     if list(df.columns) != COLUMNS:
         extra = [c for c in df.columns if c not in COLUMNS][:3]
         missing = [c for c in COLUMNS if c not in df.columns][:3]
@@ -510,8 +514,10 @@ def read_keypoints_csv(path: str | os.PathLike, n_rows: int | None = None) -> np
     bad = ~np.isfinite(values)
     if bad.any():
         r, c = np.argwhere(bad)[0]
+        cell = df.iloc[r, 1 + c]
+        found = "an empty cell" if pd.isna(cell) else repr(cell) if isinstance(cell, str) else f"{float(cell)}"
         raise DataError(f"{path}: row {r} column '{COLUMNS[1 + c]}': expected a finite number, "
-                        f"found {df.iloc[r, 1 + c]!r} ({bad.sum()} bad cells)")
+                        f"found {found} ({bad.sum()} bad cells)")
     return values.reshape(len(df), NUM_JOINTS, 2)
 
 

@@ -212,6 +212,8 @@ def _main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="data")
     d.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
+    if getattr(args, "rows", None) is not None and args.rows < 1:
+        raise SubmissionError(f"--rows: expected a positive row count, found {args.rows}")
     if args.cmd == "kaggle":
         kaggle_submit(args.file, args.message, args.dry_run, args.rows)
     elif args.cmd == "download":
@@ -220,8 +222,6 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"competition files in {out}")
     elif args.cmd == "validate":
         rows = args.rows
-        if rows is not None and rows < 1:
-            raise SubmissionError(f"--rows: expected a positive row count, found {rows}")
         if rows is None and args.test:
             from lib.data import TestingFile
             with TestingFile(args.test, verbose=False) as tf:

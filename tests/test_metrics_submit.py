@@ -69,13 +69,19 @@ def test_writer_matches_the_real_2018_submission(shared_reference, tmp_path):
         (lambda df: df.drop(columns=["Joint 20 y"]), "header"),
         (lambda df: df.rename(columns={"Joint 3 x": "joint 3 x"}), "header"),
         (lambda df: df.assign(Id=[0, 2, 1, 3]), "Id: expected 0..3"),
-        (lambda df: df.assign(**{"Joint 7 y": [1.0, np.nan, 2.0, 3.0]}), "row 1 column 'Joint 7 y': expected a finite number"),
-        (lambda df: df.assign(**{"Joint 2 x": ["1", "a", "2", "3"]}), "row 1 column 'Joint 2 x'"),
+        (lambda df: df.assign(**{"Joint 7 y": [1.0, np.nan, 2.0, 3.0]}),
+         "row 1 column 'Joint 7 y': expected a finite number, found an empty cell"),
+        (lambda df: df.assign(**{"Joint 7 y": [1.0, np.inf, 2.0, 3.0]}), "expected a finite number, found inf"),
+        (lambda df: df.assign(**{"Joint 2 x": ["1", "a", "2", "3"]}), "row 1 column 'Joint 2 x'.* found 'a'"),
+        ("sep;", "header: expected 43 comma-separated columns, found one column holding ; between names"),
     ],
 )
 def test_bad_submissions_refused(tmp_path, edit, match):
     write_submission(tmp_path / "ok.csv", np.ones((4, 21, 2)))
-    edit(pd.read_csv(tmp_path / "ok.csv")).to_csv(tmp_path / "bad.csv", index=False)
+    if edit == "sep;":  # a spreadsheet's export in a comma-decimal locale
+        pd.read_csv(tmp_path / "ok.csv").to_csv(tmp_path / "bad.csv", index=False, sep=";")
+    else:
+        edit(pd.read_csv(tmp_path / "ok.csv")).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(SubmissionError, match=match) as e:
         read_submission(tmp_path / "bad.csv", 4)
     assert "bad.csv" in str(e.value)
