@@ -5,7 +5,7 @@
     python -m lib.predict image hand.jpg [more.png ...] --run NAME [--box x0,y0,x1,y1] [--out DIR]
 
 `image`: any JPEG/PNG; without --box the whole image is taken as the hand crop (padded to a
-square), with it the competition's crop conventions apply (lib.data.image_view). Per image it
+square), with it the square about the box with the training crops' margin (lib.data.image_view). Per image it
 writes NAME.joints.json (21 joints in RHD order with names, in the image's pixels, and the box
 used) and NAME.joints.png (the skeleton on the original image).
 
@@ -128,7 +128,7 @@ def predict_run(run_dir: str | os.PathLike | Run, flip: bool = True, rotations: 
 
 def predict_image(model: torch.nn.Module, image: np.ndarray, box: Sequence[float] | None = None,
                   flip: bool = True, rotations: Sequence[float] = (), device: str = "auto",
-                  margin: float = data.MARGIN / 100) -> dict:
+                  margin: float = data.VIEW_MARGIN) -> dict:
     """The 21 joints of the hand in an RGB image of any size, in the image's pixels (see lib.data.image_view:
     without a box the whole image is the hand crop). Returns {"kp": (21, 2), "square": (x0, y0, side),
     "view": the 128x128 crop the network saw, "whole_image": bool}."""
@@ -212,8 +212,8 @@ def _image_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.predict image", description=predict_images.__doc__)
     ap.add_argument("images", nargs="+", help="JPEG/PNG files")
     ap.add_argument("--run", required=True, help="run name (outputs/runs/NAME) or a run directory")
-    ap.add_argument("--box", type=_parse_box, help="x0,y0,x1,y1: the hand's extent (same for every image); "
-                    "default: the whole image is the hand crop")
+    ap.add_argument("--box", type=_parse_box, help="x0,y0,x1,y1: the hand's extent (same for every image; "
+                    "write --box=-5,10,90,120 when it starts with a minus); default: the whole image is the hand crop")
     ap.add_argument("--out", help="output directory (default: beside each image)")
     ap.add_argument("--no-flip", action="store_true", help="no horizontal-flip test-time augmentation (on by default)")
     ap.add_argument("--device", default="auto", help=TrainConfig.field_help()["device"])
