@@ -41,7 +41,7 @@ def bench_accuracy(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
                      "kaggle_mse": m["kaggle_mse"], "epe": m["epe"], "pck@2px": m["pck@2px"], "auc": m["auc"],
                      "test kaggle_mse": m.get("test_kaggle_mse")})
     df = pd.DataFrame(rows)
-    board = paths.leaderboard()
+    board = paths.leaderboard(runs_dir)  # the ensembles of these runs (beside their folder)
     if board.exists():
         lb = pd.read_csv(board)
         for _, r in lb[lb["name"].str.startswith("ensemble") | lb["name"].str.startswith("baseline_")].iterrows():
