@@ -151,10 +151,11 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     step "$DATA_S" "profile data" $PY -m lib.pipeline --profile "$PROFILE" --only data
     P1=$(date +%s)
     RUNS=$WORK/runs
-    TRAIN_S=$(awk -v m="$TRAIN_MIN" -v left="$((CALL_S - (P1 - T0) - AFTER_S))" \
-        'BEGIN { s = int(m * 60); if (left < s) s = left; print (s > 0 ? s : 0) }')
+    ASKED_S=$(awk -v m="$TRAIN_MIN" 'BEGIN { print int(m * 60) }')  # bash has no fractions
+    LEFT_S=$((CALL_S - (P1 - T0) - AFTER_S))
+    TRAIN_S=$((LEFT_S < ASKED_S ? LEFT_S : ASKED_S)); [ "$TRAIN_S" -lt 0 ] && TRAIN_S=0
     TRAIN_MIN_NOW=$(awk -v s="$TRAIN_S" 'BEGIN { printf "%.2f", s / 60 }')
-    if [ "$TRAIN_S" -lt "$(awk -v m="$TRAIN_MIN" 'BEGIN { print int(m * 60) }')" ]; then
+    if [ "$TRAIN_S" -lt "$ASKED_S" ]; then
         say "profile train: $TRAIN_S s of the $TRAIN_MIN min asked, the time left in the ${CALL_S}-s call after the data"
     fi
     if [ "$TRAIN_S" -ge 10 ]; then

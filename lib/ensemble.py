@@ -110,29 +110,40 @@ def matching_baselines(baselines: list[RunPredictions], ref: RunPredictions) -> 
     return keep
 
 
+def _data_facts(data_dir: str) -> tuple[str, int, int] | str:
+    """(labels fingerprint, test crops, training hands) of a data folder, or why it cannot be read."""
+    try:
+        files = data.find_data(data_dir)
+        cache = data.build_cache(files.training)
+        with data.TestingFile(files.testing, verbose=False) as tf:
+            return labels_fingerprint(cache.kp, cache.vis), len(tf), len(cache)
+    except FileNotFoundError as e:
+        return str(e).split(";")[0]
+
+
+def _why_not_current(r: RunPredictions, facts: tuple[str, int, int] | str) -> str | None:
+    if isinstance(facts, str):
+        return facts
+    labels, n_test, n_hands = facts
+    if r.labels and r.labels != labels:
+        return f"trained on other hands than {r.data_dir} holds now (its training.h5 changed since); train it again"
+    if len(r.test_pred) != n_test:
+        return (f"{len(r.test_pred)} test predictions for the {n_test} crops of {r.data_dir}/testing.h5; "
+                f"python -m lib.predict --run {r.name} makes them again")
+    if len(r.val_index) and int(r.val_index.max()) >= n_hands:
+        return f"its validation index points beyond the {n_hands} hands of {r.data_dir}; train it again"
+    return None
+
+
 def current(runs: list[RunPredictions]) -> list[RunPredictions]:
     """The runs whose data folder still holds the hands they were trained on and a test set of their
     predictions' length; one line for each one left out (e.g. the synthetic set was rendered again)."""
-    facts: dict[str, tuple | str] = {}
+    facts: dict[str, tuple[str, int, int] | str] = {}
     keep = []
     for r in runs:
         if r.data_dir not in facts:
-            try:
-                files = data.find_data(r.data_dir)
-                cache = data.build_cache(files.training)
-                with data.TestingFile(files.testing, verbose=False) as tf:
-                    facts[r.data_dir] = (labels_fingerprint(cache.kp, cache.vis), len(tf), len(cache))
-            except FileNotFoundError as e:
-                facts[r.data_dir] = f"{e}".split(";")[0]
-        f = facts[r.data_dir]
-        why = (f if isinstance(f, str)
-               else f"trained on other hands than {r.data_dir} holds now (its training.h5 changed since); train it again"
-               if r.labels and r.labels != f[0]
-               else f"{len(r.test_pred)} test predictions for the {f[1]} crops of {r.data_dir}/testing.h5; "
-                    f"python -m lib.predict --run {r.name} makes them again" if len(r.test_pred) != f[1]
-               else f"its validation index points beyond the {f[2]} hands of {r.data_dir}; train it again"
-               if len(r.val_index) and int(r.val_index.max()) >= f[2]
-               else None)
+            facts[r.data_dir] = _data_facts(r.data_dir)
+        why = _why_not_current(r, facts[r.data_dir])
         if why:
             print(f"ensemble: leaving out {r.name}: {why}")
         else:
