@@ -594,7 +594,7 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None = None,
-                 compiled: bool = False) -> torch.Tensor:
+                 compiled: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Colour jitter, gamma, blur, Gaussian noise, cutout on a batch, in albumentations' order.
 
     x (B,3,H,W) RGB 0..255 (uint8 or float), params (B, PIXEL_PARAMS) float32 on x's device
@@ -609,15 +609,20 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
     `noise_seed` (a host int, e.g. `batch_noise_seed(params)` of the CPU batch): the noise comes
     from one torch generator seeded with it instead (one kernel instead of the hash's ~20; a
     sample's noise then depends on its batch, which is as deterministic as the batch itself).
+    `noise`: that noise already drawn (`pixel_noise`), e.g. outside a CUDA graph that holds these ops.
     `compiled=True` (`--pixel-ops compiled`): the same ops through torch.compile, fused into a few
     kernels (on a GPU ~100 passes over the batch become a handful); compiled once per batch shape.
     """
-    p = params.float()
-    z = None
-    if noise_seed is not None:  # drawn outside the compiled part: a new seed each batch recompiles nothing
-        size = (CROP_SIZE, CROP_SIZE) if x.shape[-1] == CTX_SIZE else tuple(x.shape[-2:])  # after the warp
-        z = torch.randn((len(x), 3, *size), device=x.device, generator=torch.Generator(x.device).manual_seed(noise_seed))
-    return (_compiled_pixels() if compiled else _pixels)(x, p, z)
+    if noise is None and noise_seed is not None:  # drawn outside the compiled part: a new seed recompiles nothing
+        noise = pixel_noise(x.shape, noise_seed, x.device)
+    return (_compiled_pixels() if compiled else _pixels)(x, params.float(), noise)
+
+
+def pixel_noise(shape: tuple[int, ...] | torch.Size, noise_seed: int, device: str | torch.device) -> torch.Tensor:
+    """The standard normal noise `apply_pixels` adds to a batch of `shape` (B,3,H,W) with this batch
+    noise seed: one generator seeded with it, at the size after the warp (a 192 context becomes a 128 crop)."""
+    size = (CROP_SIZE, CROP_SIZE) if shape[-1] == CTX_SIZE else tuple(shape[-2:])
+    return torch.randn((shape[0], 3, *size), device=device, generator=torch.Generator(device).manual_seed(noise_seed))
 
 
 @functools.cache

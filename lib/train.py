@@ -85,15 +85,30 @@ def to_input(batch: dict, device: str, channels_last: bool, compiled: bool = Fal
     """The uint8 image batch as float input on the device, after its deferred pixel ops if it has
     them (`--pixel-ops device`: lib.augment.apply_pixels on the device; `compiled`: through torch.compile).
     A batch without images (`--cache-on-device`) takes them from `images` by index."""
-    if "image" in batch:
-        x = batch["image"].to(device, non_blocking=True)
+    return assemble(stage(batch, device), channels_last, compiled, images)
+
+
+def stage(batch: dict, device: str) -> dict[str, torch.Tensor]:
+    """The batch's input on the device, copied without waiting: its images (or their cache rows,
+    `index` and `exact`), the pixel-op parameters and their noise, drawn from the batch's noise
+    seed read on the host. `assemble` makes the model's input of it: a CUDA graph holds that part."""
+    keys = ("image", "pixel") if "image" in batch else ("index", "exact", "pixel")
+    out = {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
+    if "pixel" in batch:
+        shape = batch["image"].shape if "image" in batch else (len(batch["index"]), 3, data.CTX_SIZE, data.CTX_SIZE)
+        out["noise"] = augment.pixel_noise(shape, augment.batch_noise_seed(batch["pixel"]), device)
+    return out
+
+
+def assemble(staged: dict[str, torch.Tensor], channels_last: bool, compiled: bool = False,
+             images: data.DeviceImages | None = None) -> torch.Tensor:
+    """The model's float input from a staged batch (`stage`), on the device only: the images (gathered
+    from `images` by index with `--cache-on-device`), then the warp and pixel ops when the batch has them."""
+    x = staged["image"] if "image" in staged else images.batch(staged["index"], staged["exact"])
+    if "pixel" in staged:
+        x = augment.apply_pixels(x, staged["pixel"], compiled=compiled, noise=staged["noise"])
     else:
-        x = images.batch(batch["index"].to(device, non_blocking=True), batch["exact"].to(device, non_blocking=True))
-    if "pixel" not in batch:
         x = x.float()
-    else:  # the noise seed is read on the host, from the batch before it moves
-        seed = augment.batch_noise_seed(batch["pixel"])
-        x = augment.apply_pixels(x, batch["pixel"].to(device, non_blocking=True), noise_seed=seed, compiled=compiled)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -232,22 +247,26 @@ def optimizer_state_across_layouts(model: torch.nn.Module, weights: dict, opt_st
 
 
 class GraphStep:
-    """The whole optimisation step (forward, loss, backward, clipping, optimizer) as one CUDA graph,
-    replayed per batch: small batches stop paying a kernel launch per layer from Python.
+    """The whole optimisation step (the input's gather, warp and pixel ops, forward, loss, backward,
+    clipping, optimizer) as one CUDA graph, replayed per batch: small batches stop paying a kernel
+    launch per layer and per pixel op from Python (at batch 32 the pixel ops alone are ~250 ops).
 
     Captured on the first batch (after 3 warm-up steps whose effect on weights, BatchNorm statistics
     and optimizer state is undone, also when the capture fails); the learning rate is a device
-    tensor filled each step. A batch of another size (the sliding-window sampler's last) runs eagerly."""
+    tensor filled each step; each batch is staged (`stage`: copies and the noise) and copied into the
+    graph's own input tensors. A batch of another size (the sliding-window sampler's last) runs eagerly."""
 
     WARMUP = 3
 
-    def __init__(self, trainer: "Trainer", net: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor):
+    def __init__(self, trainer: "Trainer", net: torch.nn.Module, staged: dict[str, torch.Tensor], kp: torch.Tensor,
+                 vis: torch.Tensor):
         start = time.perf_counter()
         # a weak reference: no trainer <-> graph cycle, so a dropped trainer goes at once (with its workers)
         self.trainer, self.net, self.model, self.opt = weakref.proxy(trainer), net, trainer.model, trainer.optimizer
         for g in self.opt.param_groups:
             g["lr"] = torch.tensor(float(g["lr"]), device=trainer.device)
-        self.x, self.kp, self.vis = x.clone(), kp.clone(), vis.clone()
+        self.inputs = {k: v.clone() for k, v in staged.items()}
+        self.kp, self.vis = kp.clone(), vis.clone()
         saved = {k: v.detach().clone() for k, v in self._state().items()}
         try:
             side = torch.cuda.Stream()
@@ -275,15 +294,18 @@ class GraphStep:
         return out
 
     def _body(self) -> torch.Tensor:
-        """The trainer's own step on the static tensors (its gradients land in the graph's memory)."""
-        return self.trainer._update(self.net, self.x, self.kp, self.vis, capturing=True).detach()
+        """The trainer's own input and step on the static tensors (its gradients land in the graph's memory)."""
+        t = self.trainer
+        x = assemble(self.inputs, t.cfg.channels_last, t.cfg.pixel_ops == "compiled", t.images)
+        return t._update(self.net, x, self.kp, self.vis, capturing=True).detach()
 
-    def fits(self, x: torch.Tensor) -> bool:
-        return x.shape == self.x.shape
+    def fits(self, staged: dict[str, torch.Tensor]) -> bool:
+        return staged.keys() == self.inputs.keys() and all(v.shape == self.inputs[k].shape for k, v in staged.items())
 
-    def __call__(self, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """One step on this batch (the learning rate: its tensor, filled by the trainer)."""
-        self.x.copy_(x, non_blocking=True)
+    def __call__(self, staged: dict[str, torch.Tensor], kp: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """One step on this staged batch (the learning rate: its tensor, filled by the trainer)."""
+        for k, v in staged.items():
+            self.inputs[k].copy_(v, non_blocking=True)
         self.kp.copy_(kp, non_blocking=True)
         self.vis.copy_(vis, non_blocking=True)
         self.graph.replay()
@@ -462,14 +484,13 @@ class Trainer:
         (one host synchronisation) every check_every steps and at the end of an epoch."""
         cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
         mark("waiting for data")
-        x = to_input(batch, self.device, cfg.channels_last, cfg.pixel_ops == "compiled", self.images)
+        staged = stage(batch, self.device)
         kp = batch["kp"].to(self.device, non_blocking=True)
         vis = batch["vis"].to(self.device, non_blocking=True)
-        mark("to device + pixel ops")
         # captured on a whole batch: a resume may start at the window sampler's short last one
-        if cfg.cuda_graph and self.graph is None and len(x) == self.whole_batch:
+        if cfg.cuda_graph and self.graph is None and len(kp) == self.whole_batch:
             try:
-                self.graph = GraphStep(self, net, x, kp, vis)
+                self.graph = GraphStep(self, net, staged, kp, vis)
             except RuntimeError as e:  # an op the graph cannot hold: the same steps, eagerly
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self._say(f"{cfg.run}: CUDA graph capture failed ({why}); training without it")
@@ -480,18 +501,21 @@ class Trainer:
                 g["lr"].fill_(lr)
             else:
                 g["lr"] = lr
-        if self.graph and self.graph.fits(x):
-            loss = self.graph(x, kp, vis)
-            mark("forward + backward + optimizer (graph)")
+        if self.graph and self.graph.fits(staged):
+            mark("to device")
+            loss = self.graph(staged, kp, vis)
+            mark("pixel ops + forward + backward + optimizer (graph)")
         else:
+            x = assemble(staged, cfg.channels_last, cfg.pixel_ops == "compiled", self.images)
+            mark("to device + pixel ops")
             loss = self._update(net, x, kp, vis, mark)
         if self.ema is not None:
             self.ema.update(model, step=step)
             mark("EMA")
-        self.meter.add(loss, len(x), step)
+        self.meter.add(loss, len(kp), step)
         self.state["step"] += 1
         self.state["skip"] += 1
-        return len(x) * self.world
+        return len(kp) * self.world
 
     def _update(self, net: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor,
                 mark=None, capturing: bool = False) -> torch.Tensor:

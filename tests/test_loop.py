@@ -1,6 +1,7 @@
 """The lean training step: host synchronisations counted, a late-detected NaN still named at its step,
 the loop benchmark; on a CUDA machine also the CUDA-graph step against the eager one and a step
 that never waits for the device (these skip on CPU; benchmarks/gpu_check.sh runs them on a GPU)."""
+import contextlib
 import json
 import multiprocessing
 import subprocess
@@ -302,14 +303,17 @@ def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("model, sampler", [("hm_resnet18", "shuffle"), ("resnet34", "shuffle"), ("hm_resnet18", "window")])
-def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler):
+@pytest.mark.parametrize("model, sampler, on_device", [("hm_resnet18", "shuffle", False), ("resnet34", "shuffle", False),
+                                                       ("hm_resnet18", "window", False), ("hm_resnet18", "shuffle", True)])
+def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler, on_device):
     """Eight steps replayed from the graph follow the eager steps (fp32, no EMA, lr 1e-3): the same
     losses step by step, and all but a few weights equal (Adam turns a near-zero gradient's rounding
     into a full step, so a handful may differ). With the window sampler each epoch ends in a short
-    batch, stepped eagerly between the replays (the capturable optimizer outside the graph)."""
-    kw = dict(model=model, amp="off", ema=0.0, pixel_ops="workers", sampler=sampler,
-              limit_train=18 if sampler == "window" else 16)
+    batch, stepped eagerly between the replays (the capturable optimizer outside the graph). on_device:
+    the images, the warp and the pixel ops on the GPU, inside the graph (the CUDA defaults)."""
+    kw = dict(model=model, amp="off", ema=0.0, sampler=sampler, limit_train=18 if sampler == "window" else 16,
+              **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device
+                 else dict(pixel_ops="workers")))
     losses, weights, sizes = [], [], []
     for graph in (False, True):
         torch.manual_seed(0)
@@ -326,6 +330,9 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler)
                     sizes.append(len(batch["kp"]))
             trainer.meter.sums.zero_()
             seen = 0.0
+        if graph:
+            assert isinstance(trainer.graph, train.GraphStep)
+            assert sorted(trainer.graph.inputs) == (["exact", "index", "noise", "pixel"] if on_device else ["image"])
         losses.append(torch.tensor(run))
         weights.append(torch.cat([p.detach().float().cpu().reshape(-1) for p in trainer.model.parameters()]))
         trainer.close()
@@ -396,8 +403,6 @@ def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp
     assert trainer._read_loss() > 0
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
 
 
 def test_the_cuda_graph_is_captured_on_a_whole_batch(tiny_data, tmp_path, monkeypatch):
@@ -406,14 +411,15 @@ def test_the_cuda_graph_is_captured_on_a_whole_batch(tiny_data, tmp_path, monkey
     captured = []
 
     class Recorded:  # GraphStep's interface, stepping eagerly
-        def __init__(self, trainer, net, x, kp, vis):
-            captured.append(len(x))
-            self.trainer, self.net, self.n = trainer, net, len(x)
+        def __init__(self, trainer, net, staged, kp, vis):
+            captured.append(len(kp))
+            self.trainer, self.net, self.n = trainer, net, len(kp)
 
-        def fits(self, x):
-            return len(x) == self.n
+        def fits(self, staged):
+            return all(len(v) == self.n for v in staged.values())
 
-        def __call__(self, x, kp, vis):
+        def __call__(self, staged, kp, vis):
+            x = train.assemble(staged, self.trainer.cfg.channels_last, images=self.trainer.images)
             return self.trainer._update(self.net, x, kp, vis)
 
     monkeypatch.setattr(train, "GraphStep", Recorded)
@@ -427,3 +433,75 @@ def test_the_cuda_graph_is_captured_on_a_whole_batch(tiny_data, tmp_path, monkey
     trainer._step(trainer.model, batch, 1e-3)
     assert isinstance(trainer.graph, Recorded) and captured == [8] and trainer.state["step"] == 3
     trainer.close()
+
+
+class _ReplayedOnCpu:
+    """torch.cuda.CUDAGraph emulated on a CPU: `replay` runs the captured step again (set by the test)."""
+    step = None
+
+    def replay(self):
+        self.step()
+
+
+def _graphs_on_cpu(monkeypatch) -> None:
+    """GraphStep's CUDA calls on a CPU: streams do nothing; capturing runs the step once (undone by
+    GraphStep, as its warm-up is); a replay runs GraphStep's step on its own tensors again."""
+    init = train.GraphStep.__init__
+
+    def init_and_link(self, *a, **k):
+        init(self, *a, **k)
+        self.graph.step = lambda: self.loss.copy_(self._body())
+
+    monkeypatch.setattr(train.GraphStep, "__init__", init_and_link)
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    for name, fake in (("Stream", Stream), ("current_stream", lambda *a, **k: Stream()),
+                       ("stream", lambda *a, **k: contextlib.nullcontext()),
+                       ("graph", lambda *a, **k: contextlib.nullcontext()), ("CUDAGraph", _ReplayedOnCpu),
+                       ("synchronize", lambda *a, **k: None)):
+        monkeypatch.setattr(torch.cuda, name, fake)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatch, on_device):
+    """GraphStep itself, its CUDA calls emulated on the CPU (a replay runs the step again on the
+    graph's own input tensors). With the images, the warp and the pixel ops in the graph
+    (on_device), or the workers' images: eight steps over two epochs equal the eager ones, so each
+    batch reaches the graph's input (not the first batch's) and the warm-up leaves no trace."""
+    _graphs_on_cpu(monkeypatch)
+    kw = dict(amp="off", ema=0.0, batch_size=4, limit_train=16, channels_last=False,
+              **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device else {}))
+    losses, weights = [], []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path / str(graph), **kw)))
+        net = trainer._wrap()
+        trainer.cfg.cuda_graph = graph  # past _wrap's CUDA-only check
+        for g in trainer.optimizer.param_groups:  # the graph's tensor lr in both: it rounds Adam's step otherwise
+            g["lr"] = torch.tensor(float(g["lr"]))
+        seen, run = 0.0, []
+        for epoch in range(2):
+            trainer.batches.set_epoch(epoch)
+            for batch in trainer.train_loader:
+                trainer._step(net, batch, 1e-3)
+                total = trainer._read_loss()
+                run.append(total - seen)
+                seen = total
+            trainer.meter.sums.zero_()
+            seen = 0.0
+        if graph:
+            assert isinstance(trainer.graph, train.GraphStep)
+            assert sorted(trainer.graph.inputs) == (["exact", "index", "noise", "pixel"] if on_device else ["image"])
+        losses.append(torch.tensor(run))
+        weights.append(torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]))
+        trainer.close()
+    assert len(losses[0]) == 8 and losses[0].std() > 0
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
