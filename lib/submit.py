@@ -14,18 +14,22 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lib import cli, metrics
 from lib.data import DataError, read_keypoints_csv, write_keypoints_csv
 
 COMPETITION = "mp18-hand-joint-recognition"
 COMPETITION_TEST_ROWS = 3_611  # the competition's test crops: Kaggle scores nothing else
-# seconds the kaggle CLI may take (the competition files are large; a submission is one small CSV)
-KAGGLE_TIMEOUT_S = {"download": 1800, "submit": 120}
+# seconds the kaggle CLI may take: a submission (one small CSV) in all; the download (~17 GB, its
+# progress shown as it comes) without progress, i.e. no output and no byte written
+KAGGLE_TIMEOUT_S = {"download": 300, "submit": 120}
 
 
 class SubmissionError(ValueError):
@@ -126,8 +130,11 @@ def _meaningful_line(text: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["submit"]) -> list[str]:
-    """Run the kaggle CLI in a subprocess (the package itself exits when credentials are missing)."""
+def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["submit"],
+            watch: Path | None = None) -> list[str]:
+    """Run the kaggle CLI in a subprocess (the package itself exits when credentials are missing).
+    With `watch` (a download's folder) its output is shown as it comes and `timeout` counts only
+    the seconds without progress; else the output is captured and `timeout` is the whole run's."""
     cmd = ["kaggle", *args]
     if dry_run:
         print(shlex.join(cmd))
@@ -136,6 +143,9 @@ def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["s
     exe = shutil.which("kaggle") or (shutil.which("kaggle", path=os.path.dirname(sys.executable)))
     if exe is None:
         raise KaggleError("the kaggle CLI is not installed in this environment (pip install -r requirements.txt)")
+    if watch is not None:
+        _run_shown(exe, args, cmd, watch, timeout)
+        return cmd
     try:
         r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -148,6 +158,58 @@ def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["s
                           f"{_meaningful_line((r.stderr or '') + chr(10) + (r.stdout or ''))}")
     sys.stdout.write(r.stdout)
     return cmd
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The bytes of the files directly in folder (a download's, growing)."""
+    total = 0
+    with os.scandir(folder) as it:
+        for e in it:
+            try:
+                total += e.stat().st_size if e.is_file() else 0
+            except OSError:  # renamed or removed meanwhile
+                pass
+    return total
+
+
+def _run_shown(exe: str, args: list[str], cmd: list[str], watch: Path, stall_s: float) -> None:
+    """Run the CLI with a progress bar of the bytes arriving in `watch` (shown after 2 s, so a quick
+    failure stays one line), stopped when neither its output nor those bytes changed for stall_s seconds."""
+    p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail, last = bytearray(), [time.monotonic()]
+
+    def pump() -> None:  # the CLI's output: its end kept for the error line
+        for chunk in iter(lambda: p.stdout.read1(65536), b""):
+            last[0] = time.monotonic()
+            tail.extend(chunk)
+            del tail[:-65536]
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    start = size = _folder_bytes(watch)
+    bar = tqdm(desc=f"download into {watch}", unit="B", unit_scale=True, unit_divisor=1024, delay=2, mininterval=2)
+    try:
+        while p.poll() is None:
+            time.sleep(min(1.0, stall_s / 5))
+            now = _folder_bytes(watch)
+            if now != size:
+                bar.update(max(0, now - size))
+                size, last[0] = now, time.monotonic()
+            if time.monotonic() - last[0] > stall_s:
+                raise KaggleError(f"{shlex.join(cmd)}: no progress for {stall_s:g} s (no output, no bytes written to "
+                                  f"{watch}: network down or Kaggle busy?); try again later")
+    finally:
+        bar.close()
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        reader.join(timeout=5)
+    if p.returncode != 0:
+        raise KaggleError(f"{shlex.join(cmd)} failed (exit {p.returncode}): "
+                          f"{_meaningful_line(tail.decode(errors='replace'))}")
+    if size == start:  # nothing arrived: what the CLI said last (e.g. that the files are up to date)
+        said = [t.strip() for t in tail.decode(errors="replace").replace("\r", "\n").splitlines() if t.strip()]
+        print(said[-1] if said else f"{shlex.join(cmd)}: nothing downloaded")
 
 
 def kaggle_submit(path: str | os.PathLike, message: str, dry_run: bool = False, rows: int | None = None) -> list[str]:
@@ -168,7 +230,8 @@ def kaggle_download(out_dir: str | os.PathLike = "data", dry_run: bool = False) 
     out = Path(out_dir)
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
-    _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run, KAGGLE_TIMEOUT_S["download"])
+    _kaggle(["competitions", "download", COMPETITION, "-p", str(out)], dry_run, KAGGLE_TIMEOUT_S["download"],
+            watch=None if dry_run else out)
     if dry_run:
         return out
     z = out / f"{COMPETITION}.zip"
