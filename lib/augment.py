@@ -618,11 +618,14 @@ def apply_pixels(x: torch.Tensor, params: torch.Tensor, noise_seed: int | None =
     return (_compiled_pixels() if compiled else _pixels)(x, params.float(), noise)
 
 
-def pixel_noise(shape: tuple[int, ...] | torch.Size, noise_seed: int, device: str | torch.device) -> torch.Tensor:
+def pixel_noise(shape: tuple[int, ...] | torch.Size, noise_seed: int, device: str | torch.device,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     """The standard normal noise `apply_pixels` adds to a batch of `shape` (B,3,H,W) with this batch
-    noise seed: one generator seeded with it, at the size after the warp (a 192 context becomes a 128 crop)."""
+    noise seed: one generator seeded with it, at the size after the warp (a 192 context becomes a
+    128 crop); drawn into `out` when given (a CUDA graph's own tensor)."""
     size = (CROP_SIZE, CROP_SIZE) if shape[-1] == CTX_SIZE else tuple(shape[-2:])
-    return torch.randn((shape[0], 3, *size), device=device, generator=torch.Generator(device).manual_seed(noise_seed))
+    return torch.randn((shape[0], 3, *size), device=device, generator=torch.Generator(device).manual_seed(noise_seed),
+                       out=out)
 
 
 @functools.cache

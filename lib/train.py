@@ -88,15 +88,20 @@ def to_input(batch: dict, device: str, channels_last: bool, compiled: bool = Fal
     return assemble(stage(batch, device), channels_last, compiled, images)
 
 
-def stage(batch: dict, device: str) -> dict[str, torch.Tensor]:
+def stage(batch: dict, device: str, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The batch's input on the device, copied without waiting: its images (or their cache rows,
     `index` and `exact`), the pixel-op parameters and their noise, drawn from the batch's noise
-    seed read on the host. `assemble` makes the model's input of it: a CUDA graph holds that part."""
-    keys = ("image", "pixel") if "image" in batch else ("index", "exact", "pixel")
-    out = {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
+    seed read on the host. `assemble` makes the model's input of it: a CUDA graph holds that part,
+    and stages each batch into its own tensors (`out`: written in place and returned)."""
+    keys = [k for k in (("image", "pixel") if "image" in batch else ("index", "exact", "pixel")) if k in batch]
+    if out is None:
+        out = {k: batch[k].to(device, non_blocking=True) for k in keys}
+    else:
+        for k in keys:
+            out[k].copy_(batch[k], non_blocking=True)
     if "pixel" in batch:
         shape = batch["image"].shape if "image" in batch else (len(batch["index"]), 3, data.CTX_SIZE, data.CTX_SIZE)
-        out["noise"] = augment.pixel_noise(shape, augment.batch_noise_seed(batch["pixel"]), device)
+        out["noise"] = augment.pixel_noise(shape, augment.batch_noise_seed(batch["pixel"]), device, out=out.get("noise"))
     return out
 
 
@@ -249,24 +254,27 @@ def optimizer_state_across_layouts(model: torch.nn.Module, weights: dict, opt_st
 class GraphStep:
     """The whole optimisation step (the input's gather, warp and pixel ops, forward, loss, backward,
     clipping, optimizer) as one CUDA graph, replayed per batch: small batches stop paying a kernel
-    launch per layer and per pixel op from Python (at batch 32 the pixel ops alone are ~250 ops).
+    launch per layer and per pixel op from Python (at batch 32 the input alone is ~250 ops).
 
     Captured on the first batch (after 3 warm-up steps whose effect on weights, BatchNorm statistics
     and optimizer state is undone, also when the capture fails); the learning rate is a device
-    tensor filled each step; each batch is staged (`stage`: copies and the noise) and copied into the
-    graph's own input tensors. A batch of another size (the sliding-window sampler's last) runs eagerly."""
+    tensor filled each step; each batch is staged straight into the graph's own tensors (`stage`).
+    with_input=False: the input is assembled eagerly and only the step is in the graph (the fallback
+    when the input's capture fails). A batch of another size (the window sampler's last) runs eagerly."""
 
     WARMUP = 3
 
-    def __init__(self, trainer: "Trainer", net: torch.nn.Module, staged: dict[str, torch.Tensor], kp: torch.Tensor,
-                 vis: torch.Tensor):
+    def __init__(self, trainer: "Trainer", net: torch.nn.Module, batch: dict, with_input: bool = True):
         start = time.perf_counter()
         # a weak reference: no trainer <-> graph cycle, so a dropped trainer goes at once (with its workers)
         self.trainer, self.net, self.model, self.opt = weakref.proxy(trainer), net, trainer.model, trainer.optimizer
+        self.with_input = with_input
         for g in self.opt.param_groups:
             g["lr"] = torch.tensor(float(g["lr"]), device=trainer.device)
-        self.inputs = {k: v.clone() for k, v in staged.items()}
-        self.kp, self.vis = kp.clone(), vis.clone()
+        self.spec = {k: (v.shape, v.dtype) for k, v in batch.items() if torch.is_tensor(v)}
+        staged = stage(batch, trainer.device)
+        self.inputs = staged if with_input else {"x": self._assemble(staged)}
+        self.kp, self.vis = batch["kp"].to(trainer.device), batch["vis"].to(trainer.device)
         saved = {k: v.detach().clone() for k, v in self._state().items()}
         try:
             side = torch.cuda.Stream()
@@ -284,7 +292,8 @@ class GraphStep:
                     v.copy_(saved[k]) if k in saved else v.zero_()
         torch.cuda.synchronize()
         self.capture_s = time.perf_counter() - start
-        trainer._say(f"{trainer.cfg.run}: CUDA graph of the step captured in {self.capture_s:.1f} s")
+        what = "step" if with_input else "step (the input eagerly)"
+        trainer._say(f"{trainer.cfg.run}: CUDA graph of the {what} captured in {self.capture_s:.1f} s")
 
     def _state(self) -> dict[tuple, torch.Tensor]:
         """Everything a step changes: weights, buffers, optimizer moments and step counts."""
@@ -293,22 +302,32 @@ class GraphStep:
             out.update({("opt", i, k): v for k, v in self.opt.state.get(p, {}).items() if torch.is_tensor(v)})
         return out
 
-    def _body(self) -> torch.Tensor:
-        """The trainer's own input and step on the static tensors (its gradients land in the graph's memory)."""
+    def _assemble(self, staged: dict[str, torch.Tensor]) -> torch.Tensor:
         t = self.trainer
-        x = assemble(self.inputs, t.cfg.channels_last, t.cfg.pixel_ops == "compiled", t.images)
-        return t._update(self.net, x, self.kp, self.vis, capturing=True).detach()
+        return assemble(staged, t.cfg.channels_last, t.cfg.pixel_ops == "compiled", t.images)
 
-    def fits(self, staged: dict[str, torch.Tensor]) -> bool:
-        return staged.keys() == self.inputs.keys() and all(v.shape == self.inputs[k].shape for k, v in staged.items())
+    def _body(self) -> torch.Tensor:
+        """The trainer's own input and step on the graph's tensors (its gradients land in the graph's memory)."""
+        x = self._assemble(self.inputs) if self.with_input else self.inputs["x"]
+        return self.trainer._update(self.net, x, self.kp, self.vis, capturing=True).detach()
 
-    def __call__(self, staged: dict[str, torch.Tensor], kp: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """One step on this staged batch (the learning rate: its tensor, filled by the trainer)."""
-        for k, v in staged.items():
-            self.inputs[k].copy_(v, non_blocking=True)
-        self.kp.copy_(kp, non_blocking=True)
-        self.vis.copy_(vis, non_blocking=True)
+    def fits(self, batch: dict) -> bool:
+        """A batch of the captured one's fields, shapes and types."""
+        return {k: (v.shape, v.dtype) for k, v in batch.items() if torch.is_tensor(v)} == self.spec
+
+    def __call__(self, batch: dict, mark=None) -> torch.Tensor:
+        """One step on this batch (the learning rate: its tensor, filled by the trainer)."""
+        mark = mark or (lambda phase: None)
+        if self.with_input:
+            stage(batch, self.trainer.device, out=self.inputs)
+        else:
+            self.inputs["x"].copy_(self._assemble(stage(batch, self.trainer.device)))
+        self.kp.copy_(batch["kp"], non_blocking=True)
+        self.vis.copy_(batch["vis"], non_blocking=True)
+        mark("to device" if self.with_input else "to device + pixel ops")
         self.graph.replay()
+        mark("pixel ops + forward + backward + optimizer (graph)" if self.with_input
+             else "forward + backward + optimizer (graph)")
         return self.loss
 
 
@@ -484,38 +503,47 @@ class Trainer:
         (one host synchronisation) every check_every steps and at the end of an epoch."""
         cfg, model, step, mark = self.cfg, self.model, self.state["step"], self.timer or (lambda phase: None)
         mark("waiting for data")
-        staged = stage(batch, self.device)
-        kp = batch["kp"].to(self.device, non_blocking=True)
-        vis = batch["vis"].to(self.device, non_blocking=True)
+        n = len(batch["kp"])
         # captured on a whole batch: a resume may start at the window sampler's short last one
-        if cfg.cuda_graph and self.graph is None and len(kp) == self.whole_batch:
-            try:
-                self.graph = GraphStep(self, net, staged, kp, vis)
-            except RuntimeError as e:  # an op the graph cannot hold: the same steps, eagerly
-                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                self._say(f"{cfg.run}: CUDA graph capture failed ({why}); training without it")
-                self.graph = False
+        if cfg.cuda_graph and self.graph is None and n == self.whole_batch:
+            self.graph = self._capture(net, batch)
         self.lr_now = lr
         for g in self.optimizer.param_groups:  # a tensor under a CUDA graph: filled, so a replay sees it
             if torch.is_tensor(g["lr"]):
                 g["lr"].fill_(lr)
             else:
                 g["lr"] = lr
-        if self.graph and self.graph.fits(staged):
-            mark("to device")
-            loss = self.graph(staged, kp, vis)
-            mark("pixel ops + forward + backward + optimizer (graph)")
+        if self.graph and self.graph.fits(batch):
+            loss = self.graph(batch, mark)
         else:
-            x = assemble(staged, cfg.channels_last, cfg.pixel_ops == "compiled", self.images)
+            x = to_input(batch, self.device, cfg.channels_last, cfg.pixel_ops == "compiled", self.images)
+            kp = batch["kp"].to(self.device, non_blocking=True)
+            vis = batch["vis"].to(self.device, non_blocking=True)
             mark("to device + pixel ops")
             loss = self._update(net, x, kp, vis, mark)
         if self.ema is not None:
             self.ema.update(model, step=step)
             mark("EMA")
-        self.meter.add(loss, len(kp), step)
+        self.meter.add(loss, n, step)
         self.state["step"] += 1
         self.state["skip"] += 1
-        return len(kp) * self.world
+        return n * self.world
+
+    def _capture(self, net: torch.nn.Module, batch: dict) -> GraphStep | bool:
+        """The CUDA graph of the step with its input; where the input cannot be captured, of the step
+        alone; where neither can, False (the same steps, eagerly), each with one line saying why."""
+        why = lambda e: (str(e).strip().splitlines() or [type(e).__name__])[0]  # noqa: E731
+        try:
+            return GraphStep(self, net, batch)
+        except RuntimeError as e:  # an op the graph cannot hold
+            first = why(e)
+        try:
+            graph = GraphStep(self, net, batch, with_input=False)
+            self._say(f"{self.cfg.run}: CUDA graph capture of the input failed ({first}); its ops run eagerly")
+            return graph
+        except RuntimeError as e:
+            self._say(f"{self.cfg.run}: CUDA graph capture failed ({why(e)}); training without it")
+            return False
 
     def _update(self, net: torch.nn.Module, x: torch.Tensor, kp: torch.Tensor, vis: torch.Tensor,
                 mark=None, capturing: bool = False) -> torch.Tensor:

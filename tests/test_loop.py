@@ -304,16 +304,18 @@ def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("model, sampler, on_device", [("hm_resnet18", "shuffle", False), ("resnet34", "shuffle", False),
-                                                       ("hm_resnet18", "window", False), ("hm_resnet18", "shuffle", True)])
+                                                       ("hm_resnet18", "window", False), ("hm_resnet18", "shuffle", True),
+                                                       ("hm_resnet18", "shuffle", "compiled")])
 def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler, on_device):
     """Eight steps replayed from the graph follow the eager steps (fp32, no EMA, lr 1e-3): the same
     losses step by step, and all but a few weights equal (Adam turns a near-zero gradient's rounding
     into a full step, so a handful may differ). With the window sampler each epoch ends in a short
     batch, stepped eagerly between the replays (the capturable optimizer outside the graph). on_device:
-    the images, the warp and the pixel ops on the GPU, inside the graph (the CUDA defaults)."""
+    the images, the warp and the pixel ops on the GPU, inside the graph (the CUDA defaults); "compiled":
+    those pixel ops through torch.compile (`--pixel-ops compiled`), compiled in the warm-up, then captured."""
+    pixel_ops = on_device if isinstance(on_device, str) else "device" if on_device else "workers"
     kw = dict(model=model, amp="off", ema=0.0, sampler=sampler, limit_train=18 if sampler == "window" else 16,
-              **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device
-                 else dict(pixel_ops="workers")))
+              pixel_ops=pixel_ops, **(dict(warp_on_device=True, cache_on_device=True) if on_device else {}))
     losses, weights, sizes = [], [], []
     for graph in (False, True):
         torch.manual_seed(0)
@@ -330,8 +332,8 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler,
                     sizes.append(len(batch["kp"]))
             trainer.meter.sums.zero_()
             seen = 0.0
-        if graph:
-            assert isinstance(trainer.graph, train.GraphStep)
+        if graph:  # captured with its input (a capture falls back quietly: then this test would prove less)
+            assert isinstance(trainer.graph, train.GraphStep) and trainer.graph.with_input
             assert sorted(trainer.graph.inputs) == (["exact", "index", "noise", "pixel"] if on_device else ["image"])
         losses.append(torch.tensor(run))
         weights.append(torch.cat([p.detach().float().cpu().reshape(-1) for p in trainer.model.parameters()]))
@@ -393,6 +395,7 @@ def test_a_cuda_step_never_waits_for_the_device(tiny_data, tmp_path, graph, warp
     net = trainer._wrap()
     batches = iter(trainer.train_loader)
     trainer._step(net, next(batches), 1e-3)  # the first step captures the graph (which synchronises)
+    assert not graph or (isinstance(trainer.graph, train.GraphStep) and trainer.graph.with_input)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -411,16 +414,17 @@ def test_the_cuda_graph_is_captured_on_a_whole_batch(tiny_data, tmp_path, monkey
     captured = []
 
     class Recorded:  # GraphStep's interface, stepping eagerly
-        def __init__(self, trainer, net, staged, kp, vis):
-            captured.append(len(kp))
-            self.trainer, self.net, self.n = trainer, net, len(kp)
+        def __init__(self, trainer, net, batch, with_input=True):
+            captured.append(len(batch["kp"]))
+            self.trainer, self.net, self.n = trainer, net, len(batch["kp"])
 
-        def fits(self, staged):
-            return all(len(v) == self.n for v in staged.values())
+        def fits(self, batch):
+            return len(batch["kp"]) == self.n
 
-        def __call__(self, staged, kp, vis):
-            x = train.assemble(staged, self.trainer.cfg.channels_last, images=self.trainer.images)
-            return self.trainer._update(self.net, x, kp, vis)
+        def __call__(self, batch, mark=None):
+            t = self.trainer
+            x = train.to_input(batch, "cpu", t.cfg.channels_last, images=t.images)
+            return t._update(self.net, x, batch["kp"], batch["vis"])
 
     monkeypatch.setattr(train, "GraphStep", Recorded)
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, batch_size=8)))
@@ -465,21 +469,32 @@ def _graphs_on_cpu(monkeypatch) -> None:
         monkeypatch.setattr(torch.cuda, name, fake)
 
 
-@pytest.mark.parametrize("on_device", [True, False])
-def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatch, on_device):
+@pytest.mark.parametrize("on_device, with_input", [(True, True), (False, True), (True, False)])
+def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatch, on_device, with_input):
     """GraphStep itself, its CUDA calls emulated on the CPU (a replay runs the step again on the
-    graph's own input tensors). With the images, the warp and the pixel ops in the graph
-    (on_device), or the workers' images: eight steps over two epochs equal the eager ones, so each
-    batch reaches the graph's input (not the first batch's) and the warm-up leaves no trace."""
+    graph's own tensors). With the images, the warp and the pixel ops in the graph (on_device), with
+    the workers' images, or with the input assembled eagerly (with_input=False, the fallback): ten
+    steps over two epochs of the window sampler (a short batch stepped eagerly between the replays;
+    exact and augmented crops mixed by the ramp) equal the eager ones; after each replay the graph's
+    tensors hold that batch's input and labels; and the warm-up leaves no trace."""
     _graphs_on_cpu(monkeypatch)
-    kw = dict(amp="off", ema=0.0, batch_size=4, limit_train=16, channels_last=False,
-              **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device else {}))
-    losses, weights = [], []
+    if not with_input:  # the fallback path of Trainer._capture: the input's capture fails
+        init = train.GraphStep.__init__
+
+        def refuse_input(self, trainer, net, batch, with_input=True):
+            if with_input:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            init(self, trainer, net, batch, with_input)
+
+        monkeypatch.setattr(train.GraphStep, "__init__", refuse_input)
+    kw = dict(amp="off", ema=0.0, batch_size=4, limit_train=18, sampler="window", augment_ramp=1.0,
+              channels_last=False, **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device else {}))
+    losses, weights, exact = [], [], set()
     for graph in (False, True):
         torch.manual_seed(0)
         trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path / str(graph), **kw)))
         net = trainer._wrap()
-        trainer.cfg.cuda_graph = graph  # past _wrap's CUDA-only check
+        trainer.cfg.cuda_graph, trainer.total = graph, 10  # past _wrap's CUDA-only check; the ramp's length
         for g in trainer.optimizer.param_groups:  # the graph's tensor lr in both: it rounds Adam's step otherwise
             g["lr"] = torch.tensor(float(g["lr"]))
         seen, run = 0.0, []
@@ -490,17 +505,48 @@ def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatc
                 total = trainer._read_loss()
                 run.append(total - seen)
                 seen = total
+                exact.update(batch["exact"].tolist() if "exact" in batch else [])
+                g = trainer.graph
+                if graph and g.fits(batch):  # the graph's tensors hold this batch
+                    fresh = train.stage(batch, "cpu")
+                    want = fresh if with_input else {"x": g._assemble(fresh)}
+                    assert g.inputs.keys() == want.keys() and all(torch.equal(g.inputs[k], want[k]) for k in want)
+                    assert torch.equal(g.kp, batch["kp"]) and torch.equal(g.vis, batch["vis"])
             trainer.meter.sums.zero_()
             seen = 0.0
         if graph:
-            assert isinstance(trainer.graph, train.GraphStep)
-            assert sorted(trainer.graph.inputs) == (["exact", "index", "noise", "pixel"] if on_device else ["image"])
+            assert isinstance(trainer.graph, train.GraphStep) and trainer.graph.with_input == with_input
+            assert sorted(trainer.graph.inputs) == (["x"] if not with_input else
+                                                    ["exact", "index", "noise", "pixel"] if on_device else ["image"])
         losses.append(torch.tensor(run))
         weights.append(torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]))
         trainer.close()
-    assert len(losses[0]) == 8 and losses[0].std() > 0
+    assert len(losses[0]) == 10 and losses[0].std() > 0
+    assert exact == ({True, False} if on_device else set())
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_graph_without_its_input_when_the_inputs_capture_fails(tiny_data, tmp_path, monkeypatch, capsys):
+    """The input's capture failing costs the input its graph, not the step: one line says so."""
+    _graphs_on_cpu(monkeypatch)
+    init = train.GraphStep.__init__
+
+    def refuse_input(self, trainer, net, batch, with_input=True):
+        if with_input:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        init(self, trainer, net, batch, with_input)
+
+    monkeypatch.setattr(train.GraphStep, "__init__", refuse_input)
+    trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, batch_size=4)))
+    net = trainer._wrap()
+    trainer.cfg.cuda_graph = True
+    trainer._step(net, next(iter(trainer.train_loader)), 1e-3)
+    out = capsys.readouterr().out
+    assert "CUDA graph capture of the input failed (operation not permitted when stream is capturing); " \
+           "its ops run eagerly" in out and "step (the input eagerly) captured" in out, out
+    assert trainer.graph.with_input is False
+    trainer.close()
 
 
 if __name__ == "__main__":
