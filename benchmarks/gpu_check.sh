@@ -2,9 +2,13 @@
 # Every GPU measurement of BENCHMARKS.md §7 in one command, in three parts that also run alone
 # (a short GPU lease takes one part per call):
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile|compile]  # default outputs/gpu_check, all
-#   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                          # the rehearsal: tiny sizes, runs on a CPU too
+#   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile|compile|quick]  # default outputs/gpu_check, all
+#   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                                # the rehearsal: tiny sizes, runs on a CPU too
 #
+#   quick   (~4 min, not in all: bench has its rows): the GPU tests, then the fastest model's loop
+#           at the gpu profile's batch 32 and at batch 256, with the CUDA graph off and on (the
+#           CUDA defaults: images, warp and pixel ops on the device, in the graph since §7l), and
+#           resnet34 at batch 256 beside it. Leaves room for the profile part in the same session.
 #   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; the training
 #           loop at the report's batch 8 with a CUDA graph; at batch 256 with the warp and the
 #           images on the device and the batches drawn in the main process (the CUDA defaults) and
@@ -24,14 +28,14 @@
 # downloaded: put wheels of the rest (albumentations==2.0.8, albucore, pydantic, pydantic-core,
 # annotated-types, typing-inspection, stringzilla, simsimd) in .whl/ (README, "GPU"); they are
 # installed into a temporary folder first. Each step has its own time limit; a failed step is logged
-# and the next one runs. Output (8 files at most): OUT_DIR/gpu_check.log (everything),
-# BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), BENCHMARKS.compile.md, profile.log,
+# and the next one runs. Output (9 files at most): OUT_DIR/gpu_check.log (everything),
+# BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), BENCHMARKS.compile.md, BENCHMARKS.quick.md, profile.log,
 # curve.csv, log.csv.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-outputs/gpu_check}
 PART=${2:-all}
-case $PART in all|bench|profile|compile) ;; *) echo "gpu_check.sh: expected the part all, bench, profile or compile, found '$PART'" >&2; exit 2;; esac
+case $PART in all|bench|profile|compile|quick) ;; *) echo "gpu_check.sh: expected the part all, bench, profile, compile or quick, found '$PART'" >&2; exit 2;; esac
 mkdir -p "$OUT_DIR"
 LOG=$OUT_DIR/gpu_check.log
 MD=$OUT_DIR/BENCHMARKS.gpu.md
@@ -51,11 +55,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then  # rehearsal sizes
     SMALL=(60 20); STEPS=2; BATCH_BIG=8; MODELS=hm_resnet18_64,resnet34;
-    SMALL_MODELS=resnet34; SMALL_SLOW=resnet34; FAST_MODELS=hm_resnet18_64; WORKERS=1; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
+    SMALL_MODELS=resnet34; SMALL_SLOW=resnet34; FAST_MODELS=hm_resnet18_64; WORKERS=1; BATCH_MID=4; INPUT_N=64; PROFILE=smoke; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-0.2}; BIG=irv2
     COMPILE_S=10
 else  # limits from the H100 run of 2026-11-27: tests 69 s, the small data 73 s, 6 loop rows at batch 256 93 s
     # hm_resnet18_64 second: at 0.48 as the first row of 7c's process, is it the model or the first row?
-    SMALL=(4500 300); STEPS=20; BATCH_BIG=256; MODELS=hm_resnet18,hm_resnet18_64,resnet34,cpm,inception_v3,irv2
+    SMALL=(4500 300); STEPS=20; BATCH_BIG=256; BATCH_MID=32; MODELS=hm_resnet18,hm_resnet18_64,resnet34,cpm,inception_v3,irv2
     SMALL_MODELS=resnet34,cpm,inception_v3,irv2; SMALL_SLOW=inception_v3; FAST_MODELS=hm_resnet18_64,hm_resnet18,resnet34
     WORKERS=$(($(nproc) - 1))
     INPUT_N=4000; PROFILE=gpu; TRAIN_MIN=${GPU_CHECK_TRAIN_MIN:-2.5}; BIG=irv2; COMPILE_S=240
@@ -75,8 +79,8 @@ fi
 'albumentations', A.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')";
   echo "cores $(nproc); $(lscpu 2>/dev/null | grep -E '^(Model name|Thread\(s\) per core|Core\(s\) per socket|Socket\(s\))' | tr -s ' ' | paste -sd';')"; } 2>&1 | tee -a "$LOG"
 
-if $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then GRAPH=--cuda-graph
-else GRAPH=--no-cuda-graph; say "no CUDA: the CUDA graph rows and the GPU-only tests are left out"; fi
+if $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then GRAPH=--cuda-graph GRAPHS=off,on
+else GRAPH=--no-cuda-graph GRAPHS=off; say "no CUDA: the CUDA graph rows and the GPU-only tests are left out"; fi
 
 # the profile part alone ends within one device call (600 s, less a margin); all parts together have no such limit
 [ "$PART" = profile ] && CALL_S=${GPU_CHECK_CALL_S:-590} || CALL_S=${GPU_CHECK_CALL_S:-86400}
@@ -121,6 +125,19 @@ if [ "$PART" = all ] || [ "$PART" = bench ]; then
         --data-dir "$DATA" --out "$TMP_MD"
     append "$OUT_DIR/BENCHMARKS.loop_small.md"
     say "bench part done"
+fi
+
+if [ "$PART" = quick ]; then
+    # 1b. the GPU tests, then what §7l changed: the step with its input in the graph at the gpu
+    #     profile's batch (§7k: 4.5-7.4 k img/s) and at batch 256 (§7c: hm_resnet18_64 at 0.48)
+    step 100 "tests" $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu
+    wait_small
+    step 90 "loop batch $BATCH_MID, graph $GRAPHS" $PY -m benchmarks loop --models "${FAST_MODELS%%,*}" \
+        --batch "$BATCH_MID" --steps "$((STEPS * 5))" --cuda-graph "$GRAPHS" --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.quick.md"
+    step 120 "loop batch $BATCH_BIG, graph $GRAPHS" $PY -m benchmarks loop --models "${FAST_MODELS%%,*},resnet34" \
+        --batch "$BATCH_BIG" --steps "$STEPS" --cuda-graph "$GRAPHS" --data-dir "$DATA" --out "$TMP_MD"
+    append "$OUT_DIR/BENCHMARKS.quick.md"
+    say "quick part done"
 fi
 
 if [ "$PART" = all ] || [ "$PART" = compile ]; then
@@ -174,6 +191,6 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     say "$(head -n 1 "$OUT_DIR/profile.log")"
 fi
 # the headline lines last, so the end of the output (all a short remote call may return) has them
-{ echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"" \
+{ echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"|(passed|failed).* in [0-9.]+s" \
     | cut -c1-160 | tail -n 40; head -n 1 "$OUT_DIR/profile.log" 2>/dev/null; } | tee -a "$LOG"
 say "done in $(($(date +%s) - T0)) s"
