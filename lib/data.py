@@ -1004,6 +1004,13 @@ class DeviceImages:
             free = torch.cuda.mem_get_info(torch.device(device))[0]
             raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free device memory for the "
                             f"{n} hands of {cache.dir}, found {free / 2**30:.1f} GiB free; train without it")
+        if not str(device).startswith("cuda"):  # a copy in the process's memory, beside the cache's own pages
+            import psutil
+
+            free = psutil.virtual_memory().available
+            if need > 0.8 * free:
+                raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free memory for the {n} hands "
+                                f"of {cache.dir} on the CPU, found {free / 2**30:.1f} GiB available; train without it")
         self.ctx = torch.empty((n, CTX_SIZE, CTX_SIZE, 3), dtype=torch.uint8, device=device)
         self.crop = torch.empty((n, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=device)
         for start in range(0, n, chunk):  # a chunk at a time: no second full copy in host memory

@@ -291,6 +291,21 @@ def test_the_images_go_to_the_device_by_default_on_cuda_only(tiny_data, tmp_path
     assert not data.DeviceImages.fits(hands, "cpu", share=0.5)
 
 
+def test_cache_on_device_on_a_cpu_needs_the_memory_for_its_copy(tiny_data, tmp_path, monkeypatch):
+    """--cache-on-device on a CPU copies the images into the process: refused in one line where they
+    would not fit in the memory available (9.2 GB for the real hands), before any copy."""
+    import psutil
+
+    cache = data.build_cache(data.find_data(tiny_data).training)
+    need = data.DeviceImages.nbytes(cache)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Mem", (), {"available": need})())
+    with pytest.raises(data.DataError, match=r"--cache-on-device: expected .* GiB of free memory for the 67 hands of "
+                                             r".* on the CPU, found .* GiB available; train without it"):
+        data.DeviceImages(cache, "cpu")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Mem", (), {"available": 2 * need})())
+    assert len(data.DeviceImages(cache, "cpu").ctx) == len(cache)
+
+
 def test_cache_on_device_needs_the_warp_on_device(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="--cache-on-device: expected --warp-on-device with it"):
         train.fit(**small(tiny_data, tmp_path, pixel_ops="device", cache_on_device=True))
