@@ -8,7 +8,9 @@
 #   quick   (~4 min, not in all: bench has its rows): the GPU tests, then the fastest model's loop
 #           at the gpu profile's batch 32 and at batch 256, with the CUDA graph off and on (the
 #           CUDA defaults: images, warp and pixel ops on the device, in the graph since §7l), and
-#           resnet34 at batch 256 beside it. Leaves room for the profile part in the same session.
+#           resnet34 at batch 256 beside it (eager pixel ops, the default; §7c's rows had them
+#           compiled). After it, one session's 900 s hold the profile part only with a smaller
+#           GPU_CHECK_CALL_S (what is left, less a minute), which shortens its training.
 #   bench   (~9 min on one H100, under the 10-min limit of one call): the GPU tests; the training
 #           loop at the report's batch 8 with a CUDA graph; at batch 256 with the warp and the
 #           images on the device and the batches drawn in the main process (the CUDA defaults) and
@@ -129,7 +131,8 @@ fi
 
 if [ "$PART" = quick ]; then
     # 1b. the GPU tests, then what §7l changed: the step with its input in the graph at the gpu
-    #     profile's batch (§7k: 4.5-7.4 k img/s) and at batch 256 (§7c: hm_resnet18_64 at 0.48)
+    #     profile's batch (§7k: 4.5-7.4 k img/s) and at batch 256 (§7c: hm_resnet18_64 at 0.48,
+    #     its pixel ops compiled there)
     step 100 "tests" $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu
     wait_small
     step 90 "loop batch $BATCH_MID, graph $GRAPHS" $PY -m benchmarks loop --models "${FAST_MODELS%%,*}" \
@@ -191,6 +194,6 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     say "$(head -n 1 "$OUT_DIR/profile.log")"
 fi
 # the headline lines last, so the end of the output (all a short remote call may return) has them
-{ echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"|(passed|failed).* in [0-9.]+s" \
+{ echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"|(passed|failed|errors?).* in [0-9.]+s" \
     | cut -c1-160 | tail -n 40; head -n 1 "$OUT_DIR/profile.log" 2>/dev/null; } | tee -a "$LOG"
 say "done in $(($(date +%s) - T0)) s"

@@ -100,6 +100,7 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                            "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],
                            "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps,
                            "graph capture (s)": trainer.graph.capture_s if trainer.graph else None,
+                           "input in the graph": trainer.graph.with_input if trainer.graph else None,
                            # the eager model alone's ops per step; in a graph ~one kernel each (compiled: fewer)
                            "model ops / step": alone["ops / train step"],
                            "µs / op": (1e6 * b / lean["steady_img_s"] / alone["ops / train step"]

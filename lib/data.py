@@ -1005,12 +1005,11 @@ class DeviceImages:
             raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free device memory for the "
                             f"{n} hands of {cache.dir}, found {free / 2**30:.1f} GiB free; train without it")
         if not str(device).startswith("cuda"):  # a copy in the process's memory, beside the cache's own pages
-            import psutil
-
-            free = psutil.virtual_memory().available
+            free = available_memory()
             if need > 0.8 * free:
-                raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free memory for the {n} hands "
-                                f"of {cache.dir} on the CPU, found {free / 2**30:.1f} GiB available; train without it")
+                raise DataError(f"--cache-on-device: expected {need / 2**30:.1f} GiB of free memory (and a quarter more "
+                                f"to spare) for the {n} hands of {cache.dir} on the CPU, found {free / 2**30:.1f} GiB "
+                                f"available; train without it")
         self.ctx = torch.empty((n, CTX_SIZE, CTX_SIZE, 3), dtype=torch.uint8, device=device)
         self.crop = torch.empty((n, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8, device=device)
         for start in range(0, n, chunk):  # a chunk at a time: no second full copy in host memory
@@ -1025,6 +1024,22 @@ class DeviceImages:
         centre = x[:, CTX_PAD:CTX_PAD + CROP_SIZE, CTX_PAD:CTX_PAD + CROP_SIZE]
         centre.copy_(torch.where(exact.view(-1, 1, 1, 1), self.crop[index], centre))
         return x.permute(0, 3, 1, 2)
+
+
+def available_memory(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Bytes of memory this process can still take: the machine's available memory, or less where a
+    container's cgroup (v2) limit leaves less (psutil reports the host's)."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        used = int((cgroup / "memory.current").read_text())
+        if limit != "max":
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):  # no cgroup v2 files here
+        pass
+    return free
 
 
 def worker_init(_: int = 0) -> None:

@@ -27,9 +27,10 @@ from lib.data import DataError, read_keypoints_csv, write_keypoints_csv
 
 COMPETITION = "mp18-hand-joint-recognition"
 COMPETITION_TEST_ROWS = 3_611  # the competition's test crops: Kaggle scores nothing else
-# seconds the kaggle CLI may take: a submission (one small CSV) in all; the download (~17 GB, its
-# progress shown as it comes) without progress, i.e. no output and no byte written
-KAGGLE_TIMEOUT_S = {"download": 300, "submit": 120}
+# seconds the kaggle CLI may take: a submission (one small CSV) in all; the download (~17 GB) without
+# progress, i.e. no output and no byte written: longer than the CLI's own 300-s read timeout and its
+# retry's wait, so the CLI retries (and resumes) before this stops it
+KAGGLE_TIMEOUT_S = {"download": 600, "submit": 120}
 
 
 class SubmissionError(ValueError):
@@ -133,8 +134,9 @@ def _meaningful_line(text: str) -> str:
 def _kaggle(args: list[str], dry_run: bool, timeout: float = KAGGLE_TIMEOUT_S["submit"],
             watch: Path | None = None) -> list[str]:
     """Run the kaggle CLI in a subprocess (the package itself exits when credentials are missing).
-    With `watch` (a download's folder) its output is shown as it comes and `timeout` counts only
-    the seconds without progress; else the output is captured and `timeout` is the whole run's."""
+    With `watch` (a download's folder) a progress bar shows the bytes arriving there and `timeout`
+    counts only the seconds without progress; else `timeout` is the whole run's. The CLI's own
+    output is kept for the error line either way."""
     cmd = ["kaggle", *args]
     if dry_run:
         print(shlex.join(cmd))
@@ -175,7 +177,8 @@ def _folder_bytes(folder: Path) -> int:
 def _run_shown(exe: str, args: list[str], cmd: list[str], watch: Path, stall_s: float) -> None:
     """Run the CLI with a progress bar of the bytes arriving in `watch` (shown after 2 s, so a quick
     failure stays one line), stopped when neither its output nor those bytes changed for stall_s seconds."""
-    p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its "Retrying..." lines count as progress
     tail, last = bytearray(), [time.monotonic()]
 
     def pump() -> None:  # the CLI's output: its end kept for the error line
@@ -197,7 +200,8 @@ def _run_shown(exe: str, args: list[str], cmd: list[str], watch: Path, stall_s: 
                 size, last[0] = now, time.monotonic()
             if time.monotonic() - last[0] > stall_s:
                 raise KaggleError(f"{shlex.join(cmd)}: no progress for {stall_s:g} s (no output, no bytes written to "
-                                  f"{watch}: network down or Kaggle busy?); try again later")
+                                  f"{watch}: network down or Kaggle busy?); run it again later: it resumes the "
+                                  f"partial file")
     finally:
         bar.close()
         if p.poll() is None:

@@ -324,10 +324,10 @@ class GraphStep:
             self.inputs["x"].copy_(self._assemble(stage(batch, self.trainer.device)))
         self.kp.copy_(batch["kp"], non_blocking=True)
         self.vis.copy_(batch["vis"], non_blocking=True)
-        mark("to device" if self.with_input else "to device + pixel ops")
+        ops = self.with_input and "pixel" in self.inputs  # the pixel ops in the graph: phases named so
+        mark("to device" if ops else "to device + pixel ops")
         self.graph.replay()
-        mark("pixel ops + forward + backward + optimizer (graph)" if self.with_input
-             else "forward + backward + optimizer (graph)")
+        mark("pixel ops + forward + backward + optimizer (graph)" if ops else "forward + backward + optimizer (graph)")
         return self.loss
 
 

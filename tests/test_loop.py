@@ -299,11 +299,20 @@ def test_cache_on_device_on_a_cpu_needs_the_memory_for_its_copy(tiny_data, tmp_p
     cache = data.build_cache(data.find_data(tiny_data).training)
     need = data.DeviceImages.nbytes(cache)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Mem", (), {"available": need})())
-    with pytest.raises(data.DataError, match=r"--cache-on-device: expected .* GiB of free memory for the 67 hands of "
-                                             r".* on the CPU, found .* GiB available; train without it"):
+    with pytest.raises(data.DataError, match=r"--cache-on-device: expected .* GiB of free memory \(and a quarter more "
+                                             r"to spare\) for the 67 hands of .* on the CPU, found .* GiB available; "
+                                             r"train without it"):
         data.DeviceImages(cache, "cpu")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Mem", (), {"available": 2 * need})())
     assert len(data.DeviceImages(cache, "cpu").ctx) == len(cache)
+    # in a container the cgroup's limit counts, not the host's memory psutil reports
+    cg = tmp_path / "cgroup"
+    cg.mkdir()
+    (cg / "memory.max").write_text(f"{need + 1000}\n")
+    (cg / "memory.current").write_text("1000\n")
+    assert data.available_memory(cg) == need
+    (cg / "memory.max").write_text("max\n")
+    assert data.available_memory(cg) == 2 * need
 
 
 def test_cache_on_device_needs_the_warp_on_device(tiny_data, tmp_path):
