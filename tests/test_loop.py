@@ -322,6 +322,24 @@ def test_cache_on_device_needs_the_warp_on_device(tiny_data, tmp_path):
 
 # ------------------------------------------------------------------- CUDA only (gpu_check.sh)
 
+def _two_epochs(trainer: train.Trainer, net, each=None) -> torch.Tensor:
+    """Each step's training-loss sum over two epochs at lr 1e-3 (the device read after every step);
+    each(batch) after each step."""
+    seen, run = 0.0, []
+    for epoch in range(2):
+        trainer.batches.set_epoch(epoch)
+        for batch in trainer.train_loader:
+            trainer._step(net, batch, 1e-3)
+            total = trainer._read_loss()
+            run.append(total - seen)
+            seen = total
+            if each is not None:
+                each(batch)
+        trainer.meter.sums.zero_()
+        seen = 0.0
+    return torch.tensor(run)
+
+
 def _trainer(tiny_data, tmp_path, **kw) -> train.Trainer:
     return train.Trainer(TrainConfig(**small(tiny_data, tmp_path, device="cuda", batch_size=4, **kw)))
 
@@ -344,22 +362,11 @@ def test_cuda_graph_steps_equal_eager_steps(tiny_data, tmp_path, model, sampler,
     for graph in (False, True):
         torch.manual_seed(0)
         trainer = _trainer(tiny_data, tmp_path / str(graph), cuda_graph=graph, **kw)
-        net, seen, run = trainer._wrap(), 0.0, []
-        for epoch in range(2):
-            trainer.batches.set_epoch(epoch)
-            for batch in trainer.train_loader:
-                trainer._step(net, batch, 1e-3)
-                total = trainer._read_loss()
-                run.append(total - seen)
-                seen = total
-                if graph:
-                    sizes.append(len(batch["kp"]))
-            trainer.meter.sums.zero_()
-            seen = 0.0
+        run = _two_epochs(trainer, trainer._wrap(), lambda batch: sizes.append(len(batch["kp"])) if graph else None)
         if graph:  # captured with its input (a capture falls back quietly: then this test would prove less)
             assert isinstance(trainer.graph, train.GraphStep) and trainer.graph.with_input
             assert sorted(trainer.graph.inputs) == (["exact", "index", "noise", "pixel"] if on_device else ["image"])
-        losses.append(torch.tensor(run))
+        losses.append(run)
         weights.append(torch.cat([p.detach().float().cpu().reshape(-1) for p in trainer.model.parameters()]))
         trainer.close()
     assert sizes == ([4, 4, 4, 4, 2] * 2 if sampler == "window" else [4] * 8)
@@ -493,6 +500,18 @@ def _graphs_on_cpu(monkeypatch) -> None:
         monkeypatch.setattr(torch.cuda, name, fake)
 
 
+def _refuse_the_inputs_capture(monkeypatch) -> None:
+    """GraphStep's capture with the input fails as an op the graph cannot hold would; without it, it works."""
+    init = train.GraphStep.__init__
+
+    def refuse_input(self, trainer, net, batch, with_input=True):
+        if with_input:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        init(self, trainer, net, batch, with_input)
+
+    monkeypatch.setattr(train.GraphStep, "__init__", refuse_input)
+
+
 @pytest.mark.parametrize("on_device, with_input", [(True, True), (False, True), (True, False)])
 def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatch, on_device, with_input):
     """GraphStep itself, its CUDA calls emulated on the CPU (a replay runs the step again on the
@@ -503,14 +522,7 @@ def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatc
     tensors hold that batch's input and labels; and the warm-up leaves no trace."""
     _graphs_on_cpu(monkeypatch)
     if not with_input:  # the fallback path of Trainer._capture: the input's capture fails
-        init = train.GraphStep.__init__
-
-        def refuse_input(self, trainer, net, batch, with_input=True):
-            if with_input:
-                raise RuntimeError("operation not permitted when stream is capturing")
-            init(self, trainer, net, batch, with_input)
-
-        monkeypatch.setattr(train.GraphStep, "__init__", refuse_input)
+        _refuse_the_inputs_capture(monkeypatch)
     kw = dict(amp="off", ema=0.0, batch_size=4, limit_train=18, sampler="window", augment_ramp=1.0,
               channels_last=False, **(dict(pixel_ops="device", warp_on_device=True, cache_on_device=True) if on_device else {}))
     losses, weights, exact = [], [], set()
@@ -521,28 +533,22 @@ def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatc
         trainer.cfg.cuda_graph, trainer.total = graph, 10  # past _wrap's CUDA-only check; the ramp's length
         for g in trainer.optimizer.param_groups:  # the graph's tensor lr in both: it rounds Adam's step otherwise
             g["lr"] = torch.tensor(float(g["lr"]))
-        seen, run = 0.0, []
-        for epoch in range(2):
-            trainer.batches.set_epoch(epoch)
-            for batch in trainer.train_loader:
-                trainer._step(net, batch, 1e-3)
-                total = trainer._read_loss()
-                run.append(total - seen)
-                seen = total
-                exact.update(batch["exact"].tolist() if "exact" in batch else [])
-                g = trainer.graph
-                if graph and g.fits(batch):  # the graph's tensors hold this batch
-                    fresh = train.stage(batch, "cpu")
-                    want = fresh if with_input else {"x": g._assemble(fresh)}
-                    assert g.inputs.keys() == want.keys() and all(torch.equal(g.inputs[k], want[k]) for k in want)
-                    assert torch.equal(g.kp, batch["kp"]) and torch.equal(g.vis, batch["vis"])
-            trainer.meter.sums.zero_()
-            seen = 0.0
+
+        def check(batch, trainer=trainer, graph=graph):
+            exact.update(batch["exact"].tolist() if "exact" in batch else [])
+            g = trainer.graph
+            if graph and g.fits(batch):  # the graph's tensors hold this batch
+                fresh = train.stage(batch, "cpu")
+                want = fresh if with_input else {"x": g._assemble(fresh)}
+                assert g.inputs.keys() == want.keys() and all(torch.equal(g.inputs[k], want[k]) for k in want)
+                assert torch.equal(g.kp, batch["kp"]) and torch.equal(g.vis, batch["vis"])
+
+        run = _two_epochs(trainer, net, check)
         if graph:
             assert isinstance(trainer.graph, train.GraphStep) and trainer.graph.with_input == with_input
             assert sorted(trainer.graph.inputs) == (["x"] if not with_input else
                                                     ["exact", "index", "noise", "pixel"] if on_device else ["image"])
-        losses.append(torch.tensor(run))
+        losses.append(run)
         weights.append(torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]))
         trainer.close()
     assert len(losses[0]) == 10 and losses[0].std() > 0
@@ -554,14 +560,7 @@ def test_the_graph_replays_each_batchs_own_input(tiny_data, tmp_path, monkeypatc
 def test_a_graph_without_its_input_when_the_inputs_capture_fails(tiny_data, tmp_path, monkeypatch, capsys):
     """The input's capture failing costs the input its graph, not the step: one line says so."""
     _graphs_on_cpu(monkeypatch)
-    init = train.GraphStep.__init__
-
-    def refuse_input(self, trainer, net, batch, with_input=True):
-        if with_input:
-            raise RuntimeError("operation not permitted when stream is capturing\nmore")
-        init(self, trainer, net, batch, with_input)
-
-    monkeypatch.setattr(train.GraphStep, "__init__", refuse_input)
+    _refuse_the_inputs_capture(monkeypatch)
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, batch_size=4)))
     net = trainer._wrap()
     trainer.cfg.cuda_graph = True
