@@ -761,12 +761,21 @@ class Trainer:
     def time_epoch(self, epoch: int) -> dict:
         """One epoch of training steps exactly as fit() runs them, timed, with no validation and
         nothing written (python -m benchmarks loop): {"seconds", "images", "img_s", "syncs",
-        "start_s" (to the first batch: the workers refill), "steady_img_s" (from the first batch on)};
-        the device is synchronised before and after. Set `timer` first for a per-phase breakdown."""
+        "start_s" (to the first batch: the workers refill), "steady_img_s" (from the first batch on),
+        "step_s" (the host's time inside the steps: as long as the epoch's when the device waits for
+        the host, far less when the host waits for the device)}; the device is synchronised before
+        and after. Set `timer` first for a per-phase breakdown."""
         if not hasattr(self, "total"):
             self.net, self.total, self.calibration = self._wrap(), 10**9, None
         first: list[float] = []  # when the first batch arrived
-        original = self.timer
+        original, step, busy = self.timer, self._step, [0.0]
+
+        def timed_step(*a, **k):  # nothing in a step waits for the device: this is the host's share
+            t0 = time.perf_counter()
+            try:
+                return step(*a, **k)
+            finally:
+                busy[0] += time.perf_counter() - t0
 
         def timer(phase: str) -> None:
             if not first:
@@ -774,20 +783,21 @@ class Trainer:
             if original:
                 original(phase)
 
-        self.timer = timer
+        self.timer, self._step = timer, timed_step
         self._sync_device()
         syncs, t = self.syncs, time.perf_counter()
         try:
             _, images, _ = self._epoch(self.net, epoch, 0.0)
         finally:
             self.timer = original
+            del self._step  # the method again
         syncs = self.syncs - syncs
         self._sync_device()
         end = time.perf_counter()
         self.state["skip"] = 0
         steady = images / max(end - first[0], 1e-9)  # every step's work, without the wait for the first batch
         return {"seconds": end - t, "images": images, "img_s": images / (end - t), "syncs": syncs,
-                "start_s": first[0] - t, "steady_img_s": steady}
+                "start_s": first[0] - t, "steady_img_s": steady, "step_s": busy[0]}
 
     def fit(self) -> tuple[Path, torch.nn.Module]:
         """Train to the end of the schedule (or the budget); returns (run directory, model)."""

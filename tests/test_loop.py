@@ -34,6 +34,7 @@ def test_the_loop_reads_the_device_once_per_check_every_steps(tiny_data, tmp_pat
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, check_every=3)))
     out = trainer.time_epoch(0)
     assert out["images"] == 16 and out["syncs"] == 3
+    assert 0 < out["step_s"] < out["seconds"] and "_step" not in vars(trainer)  # the host's share; the method back
     trainer = train.Trainer(TrainConfig(**small(tiny_data, tmp_path, check_every=50)))
     assert trainer.time_epoch(0)["syncs"] == 1
 
