@@ -257,7 +257,7 @@ def _main(argv: list[str] | None = None) -> int:
                     "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); loop img/s "
                     "from the epoch's first batch on (epoch start apart); model-only = `models` on random crops at "
                     "the same batch (eager, also for --compile rows); host syncs / step = the loop's reads of the device; host ms / step = the main process's time inside "
-                    "the steps, which never wait for the device (near ms / step: the device waits for the host); (ms) columns = a further "
+                    "the steps, which never wait for the device (with the CUDA graph, near ms / step: the device waits for the host); (ms) columns = a further "
                     "epoch with the device synchronised at each phase end; report epochs (min) = the report's epochs "
                     "of the competition's training hands at the loop's rate" + (f"; {total}" if (total := report_total(df)) else ""),
                     a.out, echo)

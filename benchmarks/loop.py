@@ -99,8 +99,9 @@ def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch:
                            "loop / model": lean["steady_img_s"] / alone["train img/s"],
                            "epoch start (ms)": 1e3 * lean["start_s"], "with the start img/s": lean["img_s"],
                            "host syncs / step": lean["syncs"] / steps, "ms / step": 1e3 * lean["seconds"] / steps,
-                           # the host's time inside the steps (nothing there waits for the device): near
-                           # "ms / step" when the device waits for the host
+                           # the host's time inside the steps (nothing there waits for the device): with the
+                           # graph, near "ms / step" when the device waits for the host (eagerly a full launch
+                           # queue blocks inside the step too)
                            "host ms / step": 1e3 * lean["step_s"] / steps,
                            "graph capture (s)": trainer.graph.capture_s if trainer.graph else None,
                            "input in the graph": trainer.graph.with_input if trainer.graph else None,
