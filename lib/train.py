@@ -537,10 +537,10 @@ class Trainer:
             return GraphStep(self, net, batch)
         except RuntimeError as e:  # an op the graph cannot hold
             first = why(e)
+        self._say(f"{self.cfg.run}: CUDA graph capture of the input failed ({first}); its ops will run eagerly, "
+                  f"capturing the step without them")
         try:
-            graph = GraphStep(self, net, batch, with_input=False)
-            self._say(f"{self.cfg.run}: CUDA graph capture of the input failed ({first}); its ops run eagerly")
-            return graph
+            return GraphStep(self, net, batch, with_input=False)
         except RuntimeError as e:
             self._say(f"{self.cfg.run}: CUDA graph capture failed ({why(e)}); training without it")
             return False
