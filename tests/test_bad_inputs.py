@@ -390,25 +390,28 @@ def test_failing_kaggle_cli_is_one_trimmed_line(monkeypatch, tmp_path, capsys):
     assert "help line" not in capsys.readouterr().out
 
 
+def _download_with(monkeypatch, tmp_path, script: str, stall_s: float) -> int:
+    """`lib.submit download` into tmp_path/dl with a fake kaggle CLI running `script` (its $5: the folder)
+    and a stall limit of stall_s seconds; the exit code."""
+    _kaggle_home(monkeypatch, tmp_path, "kaggle.json", '{"username": "me", "key": "k"}')
+    _fake_kaggle(monkeypatch, tmp_path, script)
+    monkeypatch.setitem(submit.KAGGLE_TIMEOUT_S, "download", stall_s)
+    return submit.main(["download", "--out", str(tmp_path / "dl")])
+
+
 def test_a_stalled_kaggle_download_is_one_line(monkeypatch, tmp_path, capsys):
     """No output and no byte written for the download's timeout: stopped, in one line, soon."""
-    _kaggle_home(monkeypatch, tmp_path, "kaggle.json", '{"username": "me", "key": "k"}')
-    _fake_kaggle(monkeypatch, tmp_path, "exec sleep 30\n")
-    monkeypatch.setitem(submit.KAGGLE_TIMEOUT_S, "download", 0.5)
     t = time.monotonic()
-    line = one_error_line(capsys, submit.main(["download", "--out", str(tmp_path / "dl")]))
+    line = one_error_line(capsys, _download_with(monkeypatch, tmp_path, "exec sleep 30\n", 0.5))
     assert "kaggle competitions download" in line and "no progress for 0.5 s" in line, line
     assert time.monotonic() - t < 10
 
 
 def test_a_slow_kaggle_download_runs_past_the_timeout_while_bytes_arrive(monkeypatch, tmp_path, capsys):
     """A download longer than its timeout goes on while its file grows (the CLI silent), with a progress bar."""
-    _kaggle_home(monkeypatch, tmp_path, "kaggle.json", '{"username": "me", "key": "k"}')
     # kaggle competitions download NAME -p OUT: $5 is the folder; 12 chunks 0.25 s apart, 3 s in all
-    _fake_kaggle(monkeypatch, tmp_path, "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do head -c 100000 /dev/zero >> \"$5/training.h5\"; "
-                                        "sleep 0.25; done; : > \"$5/testing.h5\"\n")
-    monkeypatch.setitem(submit.KAGGLE_TIMEOUT_S, "download", 1.0)
-    assert submit.main(["download", "--out", str(tmp_path / "dl")]) == 0
+    assert _download_with(monkeypatch, tmp_path, "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do head -c 100000 /dev/zero "
+                          ">> \"$5/training.h5\"; sleep 0.25; done; : > \"$5/testing.h5\"\n", 1.0) == 0
     assert (tmp_path / "dl" / "training.h5").stat().st_size == 1_200_000
     err = capsys.readouterr().err
     assert "download into" in err and re.search(r"\d[kM]B", err), err
@@ -416,11 +419,8 @@ def test_a_slow_kaggle_download_runs_past_the_timeout_while_bytes_arrive(monkeyp
 
 def test_a_kaggle_download_that_only_talks_is_not_stalled(monkeypatch, tmp_path, capsys):
     """The CLI's output counts as progress too (its retries print before any byte arrives)."""
-    _kaggle_home(monkeypatch, tmp_path, "kaggle.json", '{"username": "me", "key": "k"}')
-    _fake_kaggle(monkeypatch, tmp_path, "for i in 1 2 3 4 5 6 7 8 9 10; do echo \"Retrying in $i s\"; sleep 0.25; done; "
-                                        ": > \"$5/training.h5\"; : > \"$5/testing.h5\"\n")
-    monkeypatch.setitem(submit.KAGGLE_TIMEOUT_S, "download", 1.0)
-    assert submit.main(["download", "--out", str(tmp_path / "dl")]) == 0
+    assert _download_with(monkeypatch, tmp_path, "for i in 1 2 3 4 5 6 7 8 9 10; do echo \"Retrying in $i s\"; "
+                          "sleep 0.25; done; : > \"$5/training.h5\"; : > \"$5/testing.h5\"\n", 1.0) == 0
     assert "Retrying in 10 s" in capsys.readouterr().out  # nothing arrived: the CLI's last line is shown
 
 
