@@ -11,7 +11,8 @@
     python -m benchmarks all --out BENCHMARKS.md                       # input, models, scaling, accuracy (= make bench)
     python -m benchmarks.synth_speed [--images 400] [--workers K]      # images/s of the synthetic renderer
     python -m benchmarks.realism [--images 400] [--out BENCHMARKS.md]  # MediaPipe Hands on synthetic vs real hands
-    bash benchmarks/gpu_check.sh [OUT_DIR]                             # every GPU measurement, ~8 min on one H100
+    python -m benchmarks targets --loop F.csv [--run DIR]              # issue 12's targets: goal, measured, met
+    bash benchmarks/gpu_check.sh [OUT_DIR]                             # issue 12's targets in one device call (~8.5 min)
 
 With ``--out FILE`` a benchmark replaces its ``<!-- bench:NAME -->`` block of FILE (appended when
 absent), so the prose around the tables stays; every table carries its command, device, versions
@@ -27,6 +28,7 @@ Modules:
 - curves:   learning curves of runs (load_curves, curve_table at equal images or seconds, reach,
             plot_curves)
 - memorise: steps a model needs to fit a few hundred training hands without augmentation
+- targets:  issue 12's targets against gpu_check.sh's files: goal, measured, met
 - loop:     lib.train.Trainer's real loop per model / recipe / CUDA graph, against the model alone,
             with a per-phase breakdown (bench_loop, PhaseTimer)
 - __main__: the one CLI above

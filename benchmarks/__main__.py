@@ -8,6 +8,7 @@
     python -m benchmarks leaderboard [--runs SPEC ...] [--profile P]   # train extra runs, then tabulate
     python -m benchmarks curves [--runs NAME ...] [--png FILE.png]     # kaggle_mse at equal images / equal time
     python -m benchmarks memorise [--models a,b] [--hands 512]         # steps to fit 512 hands (train EPE < 3 px)
+    python -m benchmarks targets --loop F.csv [--run DIR] [--seconds all=S] # issue 12's targets: goal, measured, met
     python -m benchmarks all --out BENCHMARKS.md                       # = make bench (no leaderboard)
 
 With ``--out FILE`` a section's table replaces the block between ``<!-- bench:NAME -->`` and
@@ -23,12 +24,14 @@ and the realism meter have their own commands: `python -m benchmarks.synth_speed
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 
 from lib import cli
 
-COMMANDS = ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all")
+COMMANDS = ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "targets", "all")
 LEADERBOARD_DOC = """Train extra (model, recipe) runs at the profile's equal budget beside `make run`'s, predict them
 with flip TTA, ensemble, then tabulate every finished run (the accuracy section). Runs whose
 metrics exist are skipped, so the command resumes. A run spec is MODEL:RECIPE[:MODEL_KWARGS_JSON][@RUN_NAME]:
@@ -62,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p_cu = sub.add_parser("curves", help="learning curves: kaggle_mse at equal images seen and equal training time",
                           description=CURVES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_me = sub.add_parser("memorise", help="steps each model needs to fit a few hundred training hands")
+    p_ta = sub.add_parser("targets", help="issue 12's GPU targets: goal, measured, met (from gpu_check.sh's files)")
     p_all = sub.add_parser("all", help="input, models, scaling and accuracy")
-    for p in (p_in, p_mo, p_lo, p_sc, p_ac, p_lb, p_cu, p_me, p_all):
+    for p in (p_in, p_mo, p_lo, p_sc, p_ac, p_lb, p_cu, p_me, p_ta, p_all):
         p.add_argument("--out", help="markdown file whose bench section(s) to update (e.g. BENCHMARKS.md)")
     for p in (p_in, p_all):
         p.add_argument("--n", type=int, default=3000, help="crops per DataLoader measurement")
@@ -102,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
     p_lo.add_argument("--compile", action="store_true", help="torch.compile the model (with --cuda-graph on: "
                       "the compiled step captured in the graph)")
     p_lo.add_argument("--no-breakdown", action="store_true", help="skip the synchronised per-phase epoch")
+    p_lo.add_argument("--csv", default=None, metavar="FILE.csv", help="also write the rows here, after the rows it "
+                      "holds already (for `targets`; written after each row)")
+    p_ta.add_argument("--loop", default=None, metavar="FILE.csv", help="rows of `loop --csv`")
+    p_ta.add_argument("--run", default=None, metavar="DIR", help="the gpu profile's run directory")
+    p_ta.add_argument("--seconds", default=None, metavar="profile=S,all=S",
+                      help="the gpu profile's and the whole gpu_check.sh's seconds")
     p_lo.add_argument("--device", default="auto")
     p_lo.add_argument("--profile", default="auto", help="whose synthetic data when data/ has no real files")
     p_lo.add_argument("--data-dir", default="auto")
@@ -196,6 +206,17 @@ def check_args(a: argparse.Namespace) -> None:
                 raise ValueError(f"--{opt.replace('_', '-')}: expected a positive integer, found {getattr(a, opt)}")
         if not (a.threshold > 0 and a.max_minutes > 0):
             raise ValueError(f"--threshold / --max-minutes: expected numbers > 0, found {a.threshold} / {a.max_minutes}")
+    if a.cmd == "loop":
+        check_out(a.csv, "--csv", "a CSV file")
+    if a.cmd == "targets":
+        from benchmarks.targets import parse_seconds
+        a.seconds = parse_seconds(a.seconds)
+        for opt, kind, ok in (("loop", "a CSV file of `loop --csv`", os.path.isfile),
+                              ("run", "a run directory", os.path.isdir)):
+            path = getattr(a, opt)
+            if path is not None and not ok(path):
+                found = "a directory" if os.path.isdir(path) else "a file" if os.path.exists(path) else "nothing there"
+                raise FileNotFoundError(errno.ENOENT, f"--{opt} {path}: expected {kind}, found {found}", path)
     if a.cmd == "curves":
         check_out(a.png, "--png", "a PNG file")
         for opt in ("baseline", "reach"):
@@ -220,6 +241,8 @@ def _main(argv: list[str] | None = None) -> int:
     check_args(a)
     if a.cmd == "curves":
         return _curves(a, argv)
+    if a.cmd == "targets":
+        return _targets(a, argv)
     if a.cmd == "memorise":
         from benchmarks.memorise import bench_memorise
         from benchmarks.report import section
@@ -247,11 +270,17 @@ def _main(argv: list[str] | None = None) -> int:
                                                a.compile)))
         return 0
     if a.cmd == "loop":
-        from benchmarks.loop import bench_loop, report_total
+        import pandas as pd
+
+        from benchmarks.loop import bench_loop, read_rows, report_total, write_rows
 
         device = resolve_device(a.device)
 
+        before = read_rows(a.csv)
+
         def loop_section(df, echo=True):
+            if a.csv:
+                write_rows(a.csv, pd.concat([before, df], ignore_index=True) if before is not None else df)
             section("loop", "The training loop against the model alone (img/s, per-step breakdown)", df, argv, device,
                     "lib.train.Trainer over one epoch of --steps batches after a warm-up epoch (real crop cache, the "
                     "recipe's augmentation, DataLoader, pixel ops, loss, clipping, fused optimizer, EMA); loop img/s "
@@ -310,6 +339,27 @@ def _main(argv: list[str] | None = None) -> int:
             section("accuracy", "Accuracy leaderboard (validation split; test = the hidden solution when known)",
                     df, argv, "cuda" if cuda else "cpu", "from each run's metrics, config and training log "
                     "(lib.runs) and outputs/leaderboard.csv", a.out)
+    return 0
+
+
+def _targets(a: argparse.Namespace, argv: list[str]) -> int:
+    """The targets command: a row per target of issue 12 (printed, and into the bench section "targets")."""
+    import torch
+
+    from benchmarks.loop import read_rows
+    from benchmarks.report import section
+    from benchmarks.targets import targets
+
+    loop = read_rows(a.loop)
+    need = ["model", "recipe", "batch", "loop img/s", "model-only img/s", "loop / model"]
+    if loop is not None and (missing := [c for c in need if c not in loop]):
+        raise ValueError(f"--loop {a.loop}: expected the columns of `loop --csv` ({', '.join(need)}), found no "
+                         f"{', '.join(missing)}")
+    df = targets(loop, a.run, a.seconds)
+    section("targets", "Issue 12's targets: goal, measured, met", df, argv, "cuda" if torch.cuda.is_available() else "cpu",
+            f"from {', '.join(p for p in (a.loop, a.run) if p) or 'nothing measured'}; the goals are the issue's "
+            "(batch 256 on a GPU; the large batch here = the largest batch of the `modern` rows); met: yes / no / "
+            "not measured", a.out)
     return 0
 
 

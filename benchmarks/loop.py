@@ -57,6 +57,19 @@ def report_total(df: pd.DataFrame) -> str:
             f"{fastest.sum():.0f} min in all ({parts}); the target is under 60")
 
 
+def read_rows(path: str | None) -> pd.DataFrame | None:
+    """The rows a `loop --csv` file holds (None when there is no such file)."""
+    from pathlib import Path
+    return pd.read_csv(path) if path and Path(path).exists() else None
+
+
+def write_rows(path: str, df: pd.DataFrame) -> None:
+    """`loop --csv`: the rows, written atomically (a killed call leaves the earlier rows)."""
+    from lib.io import atomic_open
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        df.to_csv(f, index=False)
+
+
 def bench_loop(models: list[str], recipes: tuple[str, ...] = ("modern",), batch: int | None = None,
                steps: int | None = None, device: str = "auto", workers: int | None = None,
                graphs: tuple[bool, ...] = (False,), pixel_ops: str = "auto", data_dir: str = "auto",

@@ -63,7 +63,7 @@ def test_cli_help_lists_every_benchmark():
     res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for cmd in ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "all"):
+    for cmd in ("input", "models", "loop", "scaling", "accuracy", "leaderboard", "curves", "memorise", "targets", "all"):
         assert f"python -m benchmarks {cmd}" in res.stdout
     assert "_one" not in res.stdout  # internal subcommand of `models`
 
@@ -125,3 +125,100 @@ def test_report_epochs_time_from_the_loops_paper_rows():
                            "269 min in all (irv2 108 epochs 205 min, resnet34 55 epochs 18 min, cpm 40 epochs 13 min, "
                            "inception_v3 40 epochs 34 min)"), line
     assert report_total(df[df.model != "cpm"]) == "" and report_total(df.drop(columns="report epochs (min)")) == ""
+
+
+def _loop_rows():
+    """`loop --csv` rows as a GPU session would write them: the large batch with the graph off and on, and
+    the report's batch 8 (rates near §7k's H200 figures)."""
+    import pandas as pd
+
+    from benchmarks.loop import report_minutes
+
+    rows = [("hm_resnet18", "modern", 256, False, 9_000, 20_000), ("hm_resnet18", "modern", 256, True, 17_500, 20_000),
+            ("irv2", "modern", 256, True, 2_000, 2_625)]
+    rows += [(m, "paper", 8, True, r, r / 5) for m, r in (("resnet34", 2_600), ("cpm", 2_900), ("inception_v3", 1_385),
+                                                           ("irv2", 537))]
+    return pd.DataFrame([{"model": m, "recipe": rec, "batch": b, "amp": "bf16", "cuda graph": g, "compile": False,
+                          "loop img/s": loop, "model-only img/s": alone, "loop / model": loop / alone,
+                          "report epochs (min)": report_minutes(m, loop) if rec == "paper" else None}
+                         for m, rec, b, g, loop, alone in rows])
+
+
+def _profile_run(path, curve_mse):
+    from lib.runs import Run
+
+    run = Run(path)
+    run.dir.mkdir(parents=True)
+    run.write_config({"model": "hm_resnet18_64", "recipe": "modern", "train_size": 1000})
+    run.write_curve([{"step": k, "images": 1000 * k, "elapsed_s": 10.0 * k, "kaggle_mse": m}
+                     for k, m in enumerate(curve_mse, 1)])
+    run.write_metrics({"kaggle_mse": 83.1, "test_kaggle_mse": 79.1, "epe": 8.1})
+    return run
+
+
+def test_targets_table_reads_goal_measured_and_met(tmp_path, capsys):
+    """benchmarks targets: a row per target of issue 12 from gpu_check.sh's files; the best row of a
+    model counts (the graph's ratio, not the eager one's), a missing model says `not measured`, and the
+    gpu profile's curve says whether it still fell at the end."""
+    from benchmarks.__main__ import main
+    from benchmarks.loop import write_rows
+
+    write_rows(tmp_path / "loop.csv", _loop_rows())
+    _profile_run(tmp_path / "falling", [300, 200, 150, 120, 110, 100])
+    md = tmp_path / "T.md"
+    assert main(["targets", "--loop", str(tmp_path / "loop.csv"), "--run", str(tmp_path / "falling"),
+                 "--seconds", "profile=461,all=500", "--out", str(md)]) == 0
+    header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.read_text().splitlines()
+                     if line.startswith("| ") and "---" not in line]
+    got = {r[0]: dict(zip(header, r)) for r in rows}
+    ratio = got["loop / model alone, hm_resnet18"]
+    assert (ratio["measured"], ratio["met"]) == ("0.88", "yes") and "CUDA graph" in ratio["how"]
+    assert got["loop / model alone, irv2"]["met"] == "no"  # 0.76
+    assert got["IRv2 alone, train img/s"]["measured"].replace(",", "") == "2625"
+    assert [got[f"paper recipe loop img/s, {m}"]["met"] for m in ("resnet34", "cpm", "inception_v3", "irv2")] == \
+        ["yes", "yes", "no", "no"]
+    report = got["the four report models at report epochs (min)"]
+    assert report["met"] == "no" and int(report["measured"].replace(",", "")) == round(
+        57_466 * (55 / 2_600 + 40 / 2_900 + 40 / 1_385 + 108 / 537) / 60)
+    assert got["gpu profile: render, train, predict (s)"]["met"] == "yes"
+    assert got["gpu_check.sh, every part (s)"]["met"] == "no"  # 500 > 480
+    assert got["gpu profile, test kaggle_mse (flip TTA)"]["measured"] == "79.1"
+    fall = got["gpu profile converged: val kaggle_mse fall per epoch at the end"]
+    assert (fall["measured"], fall["met"]) == ("16.67", "no")  # 150 -> 100 over its last three epochs
+
+    from benchmarks.targets import targets
+    flat = targets(None, _profile_run(tmp_path / "flat", [300, 100, 100.3, 100.1, 100.0]), {})
+    assert flat.set_index("target").loc["gpu profile converged: val kaggle_mse fall per epoch at the end", "met"] == "yes"
+    empty = targets(_loop_rows().iloc[:0], None, {})
+    assert empty.empty  # nothing measured, nothing claimed
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,batch\nirv2,8\n")
+    assert main(["targets", "--loop", str(bad)]) == 2
+    assert f"--loop {bad}: expected the columns of `loop --csv`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_check_all_rehearses_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.sh's all part at tiny sizes (GPU_CHECK_TINY, as a session rehearses it before
+    its device call): the profile's data renders beside the measurements, every step exits 0, and the
+    targets table comes from the loop's rows and the profile's run."""
+    import os
+    import re
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_TINY": "1", "GPU_CHECK_WORK": str(tmp_path / "work"),
+           "HANDJOINTS_DATA": str(tmp_path / "data"), "HANDJOINTS_OUTPUTS": str(tmp_path / "outputs")}
+    res = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out), "all"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=540)
+    log = (out / "gpu_check.log").read_text()
+    assert res.returncode == 0, res.stderr[-2000:]
+    steps = re.findall(r"\] ([^:\n]+): exit (\d+)", log)
+    assert {name for name, _ in steps} >= {"tests", "input", "profile train", "profile predict", "targets"}, steps
+    assert all(rc == "0" for _, rc in steps), steps
+    assert (tmp_path / "data" / "synthetic-smoke" / "training.h5").exists()  # rendered by the background step
+    table = (out / "BENCHMARKS.targets.md").read_text()
+    for target in ("loop / model alone, hm_resnet18_64", "paper recipe loop img/s, resnet34",
+                   "gpu profile: render, train, predict (s)", "gpu profile, val kaggle_mse (flip TTA)"):
+        assert f"| {target}" in table, table
+    assert "| loop / model alone, resnet34" in res.stdout  # the summary ends with the table

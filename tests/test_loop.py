@@ -213,9 +213,17 @@ def test_the_gpu_profile_trains_only_the_modern_model_on_the_full_synthetic_set(
 
 
 def test_loop_benchmark_cli(tiny_data, tmp_path, capsys):
-    out = tmp_path / "B.md"
+    """The table into --out; with --csv the rows also after those the file held (gpu_check.sh's calls
+    share one file for `benchmarks targets`)."""
+    import pandas as pd
+
+    out, csv = tmp_path / "B.md", tmp_path / "loop.csv"
+    pd.DataFrame([{"model": "an earlier call's", "batch": 8}]).to_csv(csv, index=False)
     assert bench_main(["loop", "--models", MODEL, "--steps", "2", "--batch", "4", "--data-dir", str(tiny_data),
-                       "--amp", "off,bf16", "--out", str(out)]) == 0
+                       "--amp", "off,bf16", "--out", str(out), "--csv", str(csv)]) == 0
+    rows_csv = pd.read_csv(csv)
+    assert rows_csv["model"].tolist() == ["an earlier call's", MODEL, MODEL]
+    assert rows_csv["amp"].tolist()[1:] == ["off", "bf16"] and (rows_csv["loop img/s"].iloc[1:] > 0).all()
     text = out.read_text()
     assert "loop / model" in text and "forward + backward (ms)" in text and "waiting for data (ms)" in text
     assert "model ops / step" in text and "µs / op" in text

@@ -1,0 +1,131 @@
+"""Issue 12's targets against one gpu_check.sh run (python -m benchmarks targets): a row per target with
+its goal, what the run measured and whether that meets it, so a GPU session's figures are read, not
+copied by hand. Inputs: the rows of `benchmarks loop --csv` (several calls may share one file), the
+gpu profile's run directory, and phase seconds the script timed.
+
+    python -m benchmarks targets --loop OUT/loop.csv --run WORK/runs/gpu_profile --seconds profile=461,all=540
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from benchmarks.loop import report_total
+from lib.config import REPORT_EPOCHS
+
+RATIO_GOAL = 0.8                 # loop / model alone at the large batch, every model
+SMALL_BATCH_GOAL = {"resnet34": 2500, "cpm": 2500, "inception_v3": 2500, "irv2": 1000}  # paper recipe, img/s
+IRV2_ALONE_GOAL = 4000           # IRv2's model-alone train img/s at the large batch
+REPORT_MINUTES_GOAL = 60         # the four report models at report epochs, in all
+SECONDS_GOAL = {"profile": 600, "all": 480}  # the gpu profile; every measurement of gpu_check.sh
+FALLING = 3                      # the curve's last FALLING + 1 validations give its fall per epoch at the end
+CONVERGED = 0.01                 # converged: that fall is under 1 % of the last kaggle_mse
+
+
+def _verdict(measured: float | None, goal: float, at_least: bool) -> str:
+    if measured is None or pd.isna(measured):
+        return "not measured"
+    return "yes" if (measured >= goal if at_least else measured <= goal) else "no"
+
+
+def _row(target: str, goal: str, measured: float | None, fmt: str, met: str, detail: str = "") -> dict:
+    shown = "" if measured is None or pd.isna(measured) else format(measured, fmt)
+    return {"target": target, "goal": goal, "measured": shown, "met": met, "how": detail}
+
+
+def _variant(row: pd.Series) -> str:
+    parts = [f"batch {row['batch']}", str(row.get("amp", ""))]
+    if row.get("cuda graph"):
+        parts.append("CUDA graph")
+    if row.get("compile"):
+        parts.append("compiled")
+    return ", ".join(p for p in parts if p)
+
+
+def loop_targets(loop: pd.DataFrame) -> list[dict]:
+    """The loop's targets: loop / model at the large batch (the largest of the `modern` rows) per model,
+    the `paper` rows' img/s per report model, IRv2 alone, the report models at report epochs."""
+    rows = []
+    modern = loop[loop["recipe"] == "modern"]
+    big = int(modern["batch"].max()) if len(modern) else None
+    if big is not None:
+        at_big = modern[modern["batch"] == big]
+        for model, group in at_big.groupby("model", sort=False):
+            best = group.loc[group["loop / model"].idxmax()]
+            rows.append(_row(f"loop / model alone, {model}", f">= {RATIO_GOAL}", best["loop / model"], ".2f",
+                             _verdict(best["loop / model"], RATIO_GOAL, True),
+                             f"{best['loop img/s']:,.0f} against {best['model-only img/s']:,.0f} img/s; {_variant(best)}"))
+        irv2 = at_big[at_big["model"] == "irv2"]["model-only img/s"]
+        alone = irv2.max() if len(irv2) else None
+        rows.append(_row("IRv2 alone, train img/s", f">= {IRV2_ALONE_GOAL:,}", alone, ",.0f",
+                         _verdict(alone, IRV2_ALONE_GOAL, True), "" if alone is None else f"eager, batch {big}"))
+    paper = loop[loop["recipe"] == "paper"]
+    for model, goal in SMALL_BATCH_GOAL.items():
+        group = paper[paper["model"] == model]
+        best = group.loc[group["loop img/s"].idxmax()] if len(group) else None
+        rows.append(_row(f"paper recipe loop img/s, {model}", f">= {goal:,}",
+                         None if best is None else best["loop img/s"], ",.0f",
+                         _verdict(None if best is None else best["loop img/s"], goal, True),
+                         "" if best is None else _variant(best)))
+    if "report epochs (min)" in paper:
+        fastest = paper.dropna(subset=["report epochs (min)"]).groupby("model")["report epochs (min)"].min()
+        total = fastest.sum() if set(fastest.index) == set(REPORT_EPOCHS) else None
+        rows.append(_row("the four report models at report epochs (min)", f"< {REPORT_MINUTES_GOAL}", total, ",.0f",
+                         _verdict(total, REPORT_MINUTES_GOAL - 1e-9, False),
+                         report_total(paper) or f"rows for {sorted(fastest.index)} of {sorted(REPORT_EPOCHS)}"))
+    return rows
+
+
+def profile_targets(run_dir: str | os.PathLike | None, seconds: dict[str, float]) -> list[dict]:
+    """The gpu profile's seconds, val and test kaggle_mse and whether its curve still fell at the end,
+    and the whole script's seconds."""
+    from lib.runs import Run
+
+    rows = []
+    for name, target in (("profile", "gpu profile: render, train, predict (s)"), ("all", "gpu_check.sh, every part (s)")):
+        if name in seconds:
+            rows.append(_row(target, f"<= {SECONDS_GOAL[name]}", seconds[name], ",.0f",
+                             _verdict(seconds[name], SECONDS_GOAL[name], False)))
+    if run_dir is None:
+        return rows
+    run = Run(run_dir)
+    scores = run.metrics() if run.metrics_path.exists() else {}
+    for key, label in (("kaggle_mse", "val"), ("test_kaggle_mse", "test")):
+        rows.append(_row(f"gpu profile, {label} kaggle_mse (flip TTA)", "lower is better", scores.get(key), ".1f",
+                         "" if key in scores else "not measured"))
+    curve = run.curve() if run.curve_path.exists() else pd.DataFrame()
+    if len(curve) > FALLING:
+        end = curve.tail(FALLING + 1)
+        epochs = (end["images"].iloc[-1] - end["images"].iloc[0]) / max(run.config().get("train_size", 0), 1)
+        fall = (end["kaggle_mse"].iloc[0] - end["kaggle_mse"].iloc[-1]) / max(epochs, 1e-9)
+        rows.append(_row("gpu profile converged: val kaggle_mse fall per epoch at the end",
+                         f"< {CONVERGED:.0%} of its kaggle_mse", fall, ".2f",
+                         "yes" if fall < CONVERGED * end["kaggle_mse"].iloc[-1] else "no",
+                         f"{end['kaggle_mse'].iloc[0]:.1f} -> {end['kaggle_mse'].iloc[-1]:.1f} over its last "
+                         f"{epochs:.1f} epochs ({len(curve)} validations, from {curve['kaggle_mse'].iloc[0]:.1f})"))
+    return rows
+
+
+def targets(loop: pd.DataFrame | None, run_dir: str | os.PathLike | None = None,
+            seconds: dict[str, float] | None = None) -> pd.DataFrame:
+    rows = loop_targets(loop) if loop is not None and len(loop) else []
+    return pd.DataFrame(rows + profile_targets(run_dir, seconds or {}),
+                        columns=["target", "goal", "measured", "met", "how"])
+
+
+def parse_seconds(text: str | None) -> dict[str, float]:
+    """--seconds profile=461,all=540 -> {"profile": 461.0, "all": 540.0}; ValueError naming the option."""
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            out[name.strip()] = float("nan")
+        if name.strip() not in SECONDS_GOAL or not out[name.strip()] >= 0:
+            raise ValueError(f"--seconds: expected NAME=SECONDS with NAME among {sorted(SECONDS_GOAL)} and "
+                             f"SECONDS >= 0, found {item!r}")
+    return out
