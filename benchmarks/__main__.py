@@ -111,7 +111,10 @@ def parser() -> argparse.ArgumentParser:
     p_ta.add_argument("--loop", default=None, metavar="FILE.csv", help="rows of `loop --csv`")
     p_ta.add_argument("--run", default=None, metavar="DIR", help="the gpu profile's run directory")
     p_ta.add_argument("--seconds", default=None, metavar="profile=S,all=S",
-                      help="the gpu profile's and the whole gpu_check.sh's seconds")
+                      help="the gpu profile's and gpu_check.sh all's seconds")
+    p_ta.add_argument("--models", default="hm_resnet18_64,hm_resnet18,resnet34,cpm,inception_v3,irv2",
+                      help="the models whose loop / model ratio is a target (a row each, measured or not)")
+    p_ta.add_argument("--note", default="", help="a line of context for the table's header")
     p_lo.add_argument("--device", default="auto")
     p_lo.add_argument("--profile", default="auto", help="whose synthetic data when data/ has no real files")
     p_lo.add_argument("--data-dir", default="auto")
@@ -210,7 +213,9 @@ def check_args(a: argparse.Namespace) -> None:
         check_out(a.csv, "--csv", "a CSV file")
     if a.cmd == "targets":
         from benchmarks.targets import parse_seconds
+        from lib.models import list_models
         a.seconds = parse_seconds(a.seconds)
+        a.models = name_list("--models", a.models, list_models())
         for opt, kind, ok in (("loop", "a CSV file of `loop --csv`", os.path.isfile),
                               ("run", "a run directory", os.path.isdir)):
             path = getattr(a, opt)
@@ -350,16 +355,17 @@ def _targets(a: argparse.Namespace, argv: list[str]) -> int:
     from benchmarks.report import section
     from benchmarks.targets import targets
 
+    from benchmarks.targets import LOOP_COLUMNS
+
     loop = read_rows(a.loop)
-    need = ["model", "recipe", "batch", "loop img/s", "model-only img/s", "loop / model"]
-    if loop is not None and (missing := [c for c in need if c not in loop]):
-        raise ValueError(f"--loop {a.loop}: expected the columns of `loop --csv` ({', '.join(need)}), found no "
+    if loop is not None and (missing := [c for c in LOOP_COLUMNS if c not in loop]):
+        raise ValueError(f"--loop {a.loop}: expected the columns of `loop --csv` ({', '.join(LOOP_COLUMNS)}), found no "
                          f"{', '.join(missing)}")
-    df = targets(loop, a.run, a.seconds)
+    df = targets(loop, a.run, a.seconds, a.models)
     section("targets", "Issue 12's targets: goal, measured, met", df, argv, "cuda" if torch.cuda.is_available() else "cpu",
             f"from {', '.join(p for p in (a.loop, a.run) if p) or 'nothing measured'}; the goals are the issue's "
             "(batch 256 on a GPU; the large batch here = the largest batch of the `modern` rows); met: yes / no / "
-            "not measured", a.out)
+            "not measured" + (f"; {a.note}" if a.note else ""), a.out)
     return 0
 
 

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Every GPU measurement of BENCHMARKS.md §7 in one command: all of issue 12's targets in one device
-# call, or parts of it that also run alone:
+# The GPU measurements of BENCHMARKS.md §7: all of issue 12's targets in one device call (all), or
+# parts that go further, one call each:
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [all|bench|profile|compile|quick]  # default outputs/gpu_check, all
 #   GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh                                # the rehearsal: tiny sizes, runs on a CPU too
 #
-#   all     (~8.5 min, within one device call of GPU_CHECK_CALL_S, default 590 s): the gpu profile's
-#           render starts at once, niced, and the GPU measures beside it: the GPU tests, the input
-#           alone, the loop at the report's batch 8 (resnet34, cpm, Inception-v3, IRv2) and at batch
-#           256 (every model), the CUDA graph on (a user's default) and the model alone beside each
-#           row; then the profile's training for what the call has left (at most GPU_CHECK_TRAIN_MIN)
-#           and its predictions; last the targets table (BENCHMARKS.targets.md: goal, measured, met,
-#           from loop.csv and the profile's run). Left out for time: bench's graph-off and compiled
-#           rows and the per-phase breakdown, and the compile part.
-#   quick   (~4 min, not in all: all has its rows, graph on): the GPU tests, then the fastest model's loop
+#   all     (one device call of GPU_CHECK_CALL_S, default 590 s): the gpu profile's render starts at
+#           once, niced, and the GPU measures beside it: the GPU tests, the input alone, the loop at
+#           the report's batch 8 (resnet34, cpm, Inception-v3, IRv2) and at batch 256 (every model),
+#           the CUDA graph on (a user's default), the model alone beside each row; then the profile's
+#           training for what the call has left after the render (at most GPU_CHECK_TRAIN_MIN; on
+#           16 cores the render takes ~4.5-6 min, so expect 1-2.5 min of training: the profile part
+#           alone trains longer), its predictions, and the targets table (BENCHMARKS.targets.md:
+#           goal, measured, met, from loop.csv and the profile's run). The measurements share the
+#           CPU with the niced render (the log lines carry the load). Left out for time: bench's
+#           graph-off and compiled rows, the per-phase breakdown, the compile part.
+#   quick   (~4 min; all has its batch-256 rows, graph on only): the GPU tests, then the fastest model's loop
 #           at the gpu profile's batch 32 and at batch 256, with the CUDA graph off and on (the
 #           CUDA defaults: images, warp and pixel ops on the device, in the graph since §7l), and
 #           resnet34 at batch 256 beside it (eager pixel ops, the default; §7c's rows had them
@@ -32,13 +34,14 @@
 #           GPU_CHECK_TRAIN_MIN (default 2.5 minutes, half a minute under the profile's own 3) and
 #           GPU_CHECK_TRAIN_ARGS change the training. The part ends within one device call of
 #           GPU_CHECK_CALL_S seconds (default 590 for the part alone, counted from the script's start): a slow render
-#           shortens the training (a line says so) instead of the call's limit cutting everything.
+#           shortens the training (a line says so) instead of the call's limit cutting everything;
+#           a failed render leaves the training out (it would render the data again).
 #
 # For a GPU box where only torch, timm and the scientific stack are installed and nothing can be
 # downloaded: put wheels of the rest (albumentations==2.0.8, albucore, pydantic, pydantic-core,
 # annotated-types, typing-inspection, stringzilla, simsimd) in .whl/ (README, "GPU"); they are
 # installed into a temporary folder first. Each step has its own time limit; a failed step is logged
-# and the next one runs. Output (11 files at most): OUT_DIR/gpu_check.log (everything),
+# and the next one runs. Output (10 files at most): OUT_DIR/gpu_check.log (everything),
 # BENCHMARKS.gpu.md and BENCHMARKS.loop_small.md (bench sections), BENCHMARKS.compile.md, BENCHMARKS.quick.md,
 # BENCHMARKS.targets.md, loop.csv, profile.log, curve.csv, log.csv.
 set -u
@@ -54,7 +57,7 @@ export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD${PYTHONPATH
 T0=$(date +%s)
 touch "$LOG"
 
-say() { echo "[gpu_check $(($(date +%s) - T0)) s] $*" | tee -a "$LOG"; }
+say() { echo "[gpu_check $(($(date +%s) - T0)) s, load $(cut -d' ' -f1 /proc/loadavg 2>/dev/null)] $*" | tee -a "$LOG"; }
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything, go on when it fails
     local limit=$1 name=$2; shift 2
     say "$name: $*"
@@ -111,19 +114,28 @@ CSV=$OUT_DIR/loop.csv  # the all part's loop rows, for its targets table
 TMP_MD=$OUT_DIR/BENCHMARKS.tmp.md  # a second table of the same kind: its own file first (--out replaces a section)
 append() { cat "$TMP_MD" >>"$1" 2>/dev/null; rm -f "$TMP_MD"; }
 wait_small() { wait "$SMALL_PID"; say "small data: exit $? ($(tail -n 1 "$WORK/small.log" | tr '\r' '\n' | tail -n 1))"; }
+# the files the all and profile parts write: an earlier call's must not pass for this one's
+[ "$PART" = all ] && rm -f "$MD" "$OUT_DIR/BENCHMARKS.loop_small.md" "$OUT_DIR/BENCHMARKS.targets.md" "$CSV"
+case $PART in all|profile) rm -f "$OUT_DIR/profile.log" "$OUT_DIR/curve.csv" "$OUT_DIR/log.csv";; esac
 if [ "$PART" != profile ]; then  # niced: the GPU tests beside it keep their core (7b's ran out of time beside a render)
-    mkdir -p "$DATA"; ( renice -n 10 "$BASHPID" >/dev/null 2>&1; small_data ) >"$WORK/small.log" 2>&1 &
+    [ "$PART" = all ] && NICE=10 || NICE=19  # all: above the profile's render, which nothing waits for until the training
+    mkdir -p "$DATA"; ( renice -n "$NICE" "$BASHPID" >/dev/null 2>&1; small_data ) >"$WORK/small.log" 2>&1 &
     SMALL_PID=$!
 fi
 # the gpu profile's data (render, build): for all, from the start and beside the measurements, niced
-# below the small data (which they wait for); the profile part renders it in the foreground (below)
+# below the small data (which they wait for); the profile part renders it in the foreground (below).
+# AFTER_S: the seconds the call keeps after the training's budget (the model's start, the graph's
+# capture and the last validation, the predictions; for all also the targets table)
 if [ "$PART" = all ]; then
-    DATA_S=$((CALL_S - 240)); P0=$T0; L0=1
+    AFTER_S=120 TRAIN_EXTRA_S=60 PREDICT_S=40
+    P0=$(date +%s); DATA_S=$((CALL_S - AFTER_S - 30 - (P0 - T0)))  # the training keeps at least 30 s
     say "profile data, from the start and niced beside the rest (at most $DATA_S s)"
     ( renice -n 19 "$BASHPID" >/dev/null 2>&1
       timeout --signal=INT --kill-after=15 "$DATA_S" $PY -m lib.pipeline --profile "$PROFILE" --only data
       rc=$?; date +%s >"$WORK/profile_data.end"; exit $rc ) >"$WORK/profile_data.log" 2>&1 &
     PDATA_PID=$!
+else
+    AFTER_S=150 TRAIN_EXTRA_S=90 PREDICT_S=60
 fi
 
 if [ "$PART" = bench ]; then
@@ -168,7 +180,7 @@ if [ "$PART" = compile ]; then
     #    share in each mode), IRv2 compiled block by block, Inception-v3 at batch 8 compiled in the graph
     step 60 "models $BIG" $PY -m benchmarks models --models "$BIG" --batch "$BATCH_BIG" --steps "$STEPS" \
         --out "$OUT_DIR/BENCHMARKS.compile.md"
-    [ "$PART" = compile ] && wait_small
+    wait_small
     step 30 "input" $PY -m benchmarks input --workers "$WORKERS" \
         --pipelines modern,modern-deferred,modern-context,modern-drawn --n "$INPUT_N" --data-dir "$DATA" \
         --out "$OUT_DIR/BENCHMARKS.compile.md"
@@ -187,9 +199,8 @@ if [ "$PART" = all ]; then
     #    the model alone beside each, all while the gpu profile's data renders; then its training
     step 100 "tests" $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu
     wait_small
-    step 40 "input" $PY -m benchmarks input --workers "$WORKERS" --pipelines paper,modern --n "$INPUT_N" \
+    step 45 "input" $PY -m benchmarks input --workers "$WORKERS" --pipelines paper,modern --n "$INPUT_N" \
         --data-dir "$DATA" --out "$OUT_DIR/BENCHMARKS.gpu.md"
-    rm -f "$CSV"
     [ "$GRAPH" = --cuda-graph ] && G=on || G=off
     step 150 "loop batch 8, CUDA graph $G" $PY -m benchmarks loop --models "$SMALL_MODELS" --recipes paper \
         --cuda-graph "$G" --steps "$((STEPS * 2))" --no-breakdown --data-dir "$DATA" --csv "$CSV" \
@@ -197,10 +208,10 @@ if [ "$PART" = all ]; then
     step 150 "loop batch $BATCH_BIG, CUDA graph $G" $PY -m benchmarks loop --models "$MODELS" --batch "$BATCH_BIG" \
         --cuda-graph "$G" --steps "$STEPS" --no-breakdown --data-dir "$DATA" --csv "$CSV" --out "$MD"
     say "profile data: waiting for it"
-    wait "$PDATA_PID"; PDATA_RC=$?; rc=$PDATA_RC
-    cat "$WORK/profile_data.log" >>"$LOG"
+    wait "$PDATA_PID"; PDATA_RC=$?
+    L0=$(($(wc -l <"$LOG") + 1)); cat "$WORK/profile_data.log" >>"$LOG"
     PD_END=$(cat "$WORK/profile_data.end" 2>/dev/null || date +%s)
-    say "profile data: exit $rc, done $((PD_END - T0)) s after the start"
+    say "profile data: exit $PDATA_RC, done $((PD_END - T0)) s after the start"
 fi
 
 if [ "$PART" = all ] || [ "$PART" = profile ]; then
@@ -208,7 +219,6 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     #    within the call: the data at most until 4 minutes before its end; the training budget is
     #    what is left after it, less AFTER_S for the crop cache, the model's start, the last
     #    validation and the predictions
-    AFTER_S=150
     if [ "$PART" = profile ]; then
         P0=$(date +%s) L0=$(($(wc -l <"$LOG") + 1))
         DATA_S=$((CALL_S - 240 - (P0 - T0))); [ "$DATA_S" -gt 900 ] && DATA_S=900
@@ -223,14 +233,15 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     if [ "$TRAIN_S" -lt "$ASKED_S" ]; then
         say "profile train: $TRAIN_S s of the $TRAIN_MIN min asked, the time left in the ${CALL_S}-s call after the data"
     fi
+    TRAIN_RC=none PRED_RC=none
     if [ "$PDATA_RC" != 0 ]; then
         say "profile train: left out, the profile's data failed (exit $PDATA_RC; the training would render it again)"; P2=$(date +%s)
     elif [ "$TRAIN_S" -ge 10 ]; then
-        step $((TRAIN_S + AFTER_S - 60)) "profile train" $PY -m lib.train --model hm_resnet18_64 --recipe modern \
+        step $((TRAIN_S + TRAIN_EXTRA_S)) "profile train" $PY -m lib.train --model hm_resnet18_64 --recipe modern \
             --profile "$PROFILE" --budget-minutes "$TRAIN_MIN_NOW" --out-dir "$RUNS" --run gpu_profile --no-resume \
-            "$GRAPH" ${GPU_CHECK_TRAIN_ARGS:-}
+            "$GRAPH" ${GPU_CHECK_TRAIN_ARGS:-}; TRAIN_RC=$?
         P2=$(date +%s)
-        step 60 "profile predict" $PY -m lib.predict --run "$RUNS/gpu_profile"
+        step "$PREDICT_S" "profile predict" $PY -m lib.predict --run "$RUNS/gpu_profile"; PRED_RC=$?
     else
         say "profile train: left out, under 10 s left in the call"; P2=$(date +%s)
     fi
@@ -245,10 +256,17 @@ if [ "$PART" = all ] || [ "$PART" = profile ]; then
     say "$(head -n 1 "$OUT_DIR/profile.log")"
 fi
 if [ "$PART" = all ]; then  # the issue's targets: goal, measured, met
-    RUN_ARG=(); [ -d "$RUNS/gpu_profile" ] && RUN_ARG=(--run "$RUNS/gpu_profile")
-    LOOP_ARG=(); [ -f "$CSV" ] && LOOP_ARG=(--loop "$CSV")
-    step 60 "targets" $PY -m benchmarks targets "${LOOP_ARG[@]}" "${RUN_ARG[@]}" \
-        --seconds "profile=$PROFILE_SEC,all=$(($(date +%s) - T0))" --out "$OUT_DIR/BENCHMARKS.targets.md"
+    ARGS=(--models "$MODELS" --note "measured beside the niced render of the gpu profile's data (gpu_check.sh all)")
+    [ -f "$CSV" ] && ARGS+=(--loop "$CSV")
+    [ -f "$RUNS/gpu_profile/val_metrics.json" ] && [ "$PRED_RC" = 0 ] && ARGS+=(--run "$RUNS/gpu_profile")
+    # the profile's seconds count when it rendered its data here (not a reused set) and trained and predicted
+    if grep -q "rendering the synthetic default" "$WORK/profile_data.log" && [ "$TRAIN_RC" = 0 ] && [ "$PRED_RC" = 0 ]; then
+        SECONDS_ARG=profile=$PROFILE_SEC,
+    else
+        SECONDS_ARG=; say "targets: the gpu profile's seconds left out (data rendered here: $(grep -c "rendering the synthetic default" "$WORK/profile_data.log"), training exit $TRAIN_RC, predict exit $PRED_RC)"
+    fi
+    step 20 "targets" $PY -m benchmarks targets "${ARGS[@]}" --seconds "${SECONDS_ARG}all=$(($(date +%s) - T0))" \
+        --out "$OUT_DIR/BENCHMARKS.targets.md"
 fi
 # the headline lines last, so the end of the output (all a short remote call may return) has them
 { echo "--- summary"; tr '\r' '\n' <"$LOG" | grep -E "^\[gpu_check .*exit [^0]|^loop: |^bench: .*(img/s|still running)|^gpu_profile epoch [0-9]+: train|\"(test_)?kaggle_mse\"|(passed|failed|errors?).* in [0-9.]+s" \
