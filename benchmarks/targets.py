@@ -43,6 +43,14 @@ def _variant(row: pd.Series) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def _best(rows: pd.DataFrame, column: str) -> tuple[float | None, str]:
+    """The highest `column` among rows and how that row ran (None, "" for no rows)."""
+    if not len(rows):
+        return None, ""
+    best = rows.loc[rows[column].idxmax()]
+    return best[column], _variant(best)
+
+
 def loop_targets(loop: pd.DataFrame, models: list[str]) -> list[dict]:
     """The loop's targets: loop / model at the large batch (the largest of the `modern` rows) for each of
     `models`, the `paper` rows' img/s at its batch per report model, IRv2 alone, the report models at
@@ -53,24 +61,21 @@ def loop_targets(loop: pd.DataFrame, models: list[str]) -> list[dict]:
     at_big = modern[modern["batch"] == big]
     for model in dict.fromkeys(list(models) + at_big["model"].tolist()):
         group = at_big[at_big["model"] == model]
-        best = group.loc[group["loop / model"].idxmax()] if len(group) else None
-        rows.append(_row(f"loop / model alone, {model}", f">= {RATIO_GOAL}",
-                         None if best is None else best["loop / model"], ".2f",
-                         _verdict(None if best is None else best["loop / model"], RATIO_GOAL, True),
-                         "" if best is None else
-                         f"{best['loop img/s']:,.0f} against {best['model-only img/s']:,.0f} img/s; {_variant(best)}"))
+        ratio, how = _best(group, "loop / model")
+        if ratio is not None:
+            best = group.loc[group["loop / model"].idxmax()]
+            how = f"{best['loop img/s']:,.0f} against {best['model-only img/s']:,.0f} img/s; {how}"
+        rows.append(_row(f"loop / model alone, {model}", f">= {RATIO_GOAL}", ratio, ".2f",
+                         _verdict(ratio, RATIO_GOAL, True), how))
     irv2 = at_big[at_big["model"] == "irv2"]["model-only img/s"]
     alone = irv2.max() if len(irv2) else None
     rows.append(_row("IRv2 alone, train img/s", f">= {IRV2_ALONE_GOAL:,}", alone, ",.0f",
                      _verdict(alone, IRV2_ALONE_GOAL, True), "" if alone is None else f"eager, batch {big}"))
     paper = loop[(loop["recipe"] == "paper") & (loop["batch"] == RECIPES["paper"]["batch_size"])]
     for model, goal in SMALL_BATCH_GOAL.items():
-        group = paper[paper["model"] == model]
-        best = group.loc[group["loop img/s"].idxmax()] if len(group) else None
-        rows.append(_row(f"paper recipe loop img/s, {model}", f">= {goal:,}",
-                         None if best is None else best["loop img/s"], ",.0f",
-                         _verdict(None if best is None else best["loop img/s"], goal, True),
-                         "" if best is None else _variant(best)))
+        rate, how = _best(paper[paper["model"] == model], "loop img/s")
+        rows.append(_row(f"paper recipe loop img/s, {model}", f">= {goal:,}", rate, ",.0f",
+                         _verdict(rate, goal, True), how))
     minutes = paper.get("report epochs (min)", pd.Series(dtype=float))
     fastest = minutes.groupby(paper["model"]).min().dropna()
     total = fastest.sum() if set(fastest.index) == set(REPORT_EPOCHS) else None
