@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from lib import cli, paths
-from lib.config import autocast, resolve_amp, resolve_device
+from lib.config import autocast, keep_freed_memory, resolve_amp, resolve_device
 from lib.data import CROP_SIZE
 from lib.joints import NUM_JOINTS
 
@@ -156,6 +156,8 @@ def bench_one_model(name: str, batch: int = 32, steps: int = 5, device: str = "a
     device = resolve_device(device)
     amp = resolve_amp(amp, device)
     torch.backends.cudnn.benchmark = True  # as lib.train: fixed shapes, cuDNN's fastest kernels
+    if device == "cpu":
+        keep_freed_memory()  # as lib.train
     torch.manual_seed(0)
     model = drop_batchnorm_counters(create_model(name))  # as lib.train trains it
     params = sum(p.numel() for p in model.parameters())
