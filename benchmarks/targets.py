@@ -43,12 +43,13 @@ def _variant(row: pd.Series) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _best(rows: pd.DataFrame, column: str) -> tuple[float | None, str]:
-    """The highest `column` among rows and how that row ran (None, "" for no rows)."""
+def _best(rows: pd.DataFrame, column: str) -> tuple[float | None, pd.Series | None]:
+    """The highest `column` among rows and its row (None, None for no rows with a value)."""
+    rows = rows.dropna(subset=[column])
     if not len(rows):
-        return None, ""
+        return None, None
     best = rows.loc[rows[column].idxmax()]
-    return best[column], _variant(best)
+    return best[column], best
 
 
 def loop_targets(loop: pd.DataFrame, models: list[str]) -> list[dict]:
@@ -61,10 +62,9 @@ def loop_targets(loop: pd.DataFrame, models: list[str]) -> list[dict]:
     at_big = modern[modern["batch"] == big]
     for model in dict.fromkeys(list(models) + at_big["model"].tolist()):
         group = at_big[at_big["model"] == model]
-        ratio, how = _best(group, "loop / model")
-        if ratio is not None:
-            best = group.loc[group["loop / model"].idxmax()]
-            how = f"{best['loop img/s']:,.0f} against {best['model-only img/s']:,.0f} img/s; {how}"
+        ratio, best = _best(group, "loop / model")
+        how = "" if best is None else \
+            f"{best['loop img/s']:,.0f} against {best['model-only img/s']:,.0f} img/s; {_variant(best)}"
         rows.append(_row(f"loop / model alone, {model}", f">= {RATIO_GOAL}", ratio, ".2f",
                          _verdict(ratio, RATIO_GOAL, True), how))
     irv2 = at_big[at_big["model"] == "irv2"]["model-only img/s"]
@@ -73,9 +73,9 @@ def loop_targets(loop: pd.DataFrame, models: list[str]) -> list[dict]:
                      _verdict(alone, IRV2_ALONE_GOAL, True), "" if alone is None else f"eager, batch {big}"))
     paper = loop[(loop["recipe"] == "paper") & (loop["batch"] == RECIPES["paper"]["batch_size"])]
     for model, goal in SMALL_BATCH_GOAL.items():
-        rate, how = _best(paper[paper["model"] == model], "loop img/s")
+        rate, best = _best(paper[paper["model"] == model], "loop img/s")
         rows.append(_row(f"paper recipe loop img/s, {model}", f">= {goal:,}", rate, ",.0f",
-                         _verdict(rate, goal, True), how))
+                         _verdict(rate, goal, True), "" if best is None else _variant(best)))
     minutes = paper.get("report epochs (min)", pd.Series(dtype=float))
     fastest = minutes.groupby(paper["model"]).min().dropna()
     total = fastest.sum() if set(fastest.index) == set(REPORT_EPOCHS) else None
