@@ -12,7 +12,7 @@
     python -m benchmarks.synth_speed [--images 400] [--workers K]      # images/s of the synthetic renderer
     python -m benchmarks.realism [--images 400] [--out BENCHMARKS.md]  # MediaPipe Hands on synthetic vs real hands
     python -m benchmarks targets --loop F.csv [--run DIR]              # issue 12's targets: goal, measured, met
-    bash benchmarks/gpu_check.sh [OUT_DIR]                             # issue 12's targets in one device call (~8.5 min)
+    bash benchmarks/gpu_check.sh [OUT_DIR]                             # issue 12's targets in one device call (at most 590 s)
 
 With ``--out FILE`` a benchmark replaces its ``<!-- bench:NAME -->`` block of FILE (appended when
 absent), so the prose around the tables stays; every table carries its command, device, versions
