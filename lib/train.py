@@ -534,7 +534,9 @@ class Trainer:
     def _capture(self, net: torch.nn.Module, batch: dict) -> GraphStep | bool:
         """The CUDA graph of the step with its input; where the input cannot be captured, of the step
         alone; where neither can, False (the same steps, eagerly), each with one line saying why."""
-        why = lambda e: (str(e).strip().splitlines() or [type(e).__name__])[0]  # noqa: E731
+        def why(e: BaseException) -> str:
+            return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
         try:
             return GraphStep(self, net, batch)
         except RuntimeError as e:  # an op the graph cannot hold
